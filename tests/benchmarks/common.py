@@ -1,0 +1,87 @@
+"""Shared pieces of the benchmark scripts: timing of whole commands and the JSON result file.
+
+Every result file records the machine, the versions and the date, so numbers from different
+runs can be compared honestly. Files are written atomically (temporary name, then rename).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def machine_info() -> dict:
+    info = {
+        "hostname": platform.node(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+    try:
+        from cordee import __version__
+
+        info["cordee"] = __version__
+    except ImportError:
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu_model"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return info
+
+
+def time_command(argv: list[str], repeats: int = 15, warmup: int = 2, env: dict | None = None) -> dict:
+    """Wall time of a whole command (seconds): median, min, mean over `repeats` runs."""
+    samples = []
+    for i in range(warmup + repeats):
+        t0 = time.perf_counter()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env, timeout=120)
+        dt = time.perf_counter() - t0
+        if i >= warmup:
+            samples.append(dt)
+    return {
+        "median_s": statistics.median(samples),
+        "min_s": min(samples),
+        "mean_s": statistics.fmean(samples),
+        "repeats": repeats,
+    }
+
+
+def write_result(name: str, results: dict, extra_versions: dict | None = None) -> Path:
+    """Write tests/benchmarks/results/NAME.json atomically and return its path."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "schema": "cordee.bench/1",
+        "benchmark": name,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "versions": {"python": sys.version.split()[0], **(extra_versions or {})},
+        "results": results,
+    }
+    out = RESULTS_DIR / f"{name}.json"
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, out)
+    return out
+
+
+def print_table(title: str, rows: list[tuple], headers: tuple) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
+    print(f"\n{title}")
+    print("  ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=False)))
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)))
