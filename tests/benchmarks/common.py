@@ -67,7 +67,7 @@ def write_result(name: str, results: dict, extra_versions: dict | None = None) -
     doc = {
         "schema": "cordee.bench/1",
         "benchmark": name,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "versions": {"python": sys.version.split()[0], **(extra_versions or {})},
         "results": results,

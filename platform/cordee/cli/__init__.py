@@ -15,7 +15,11 @@ from cordee.errors import CordeeError
 VERBS: dict[str, tuple[str, str, str]] = {
     "env": ("cordee.cli.env", "env", "Show the detected launch environment; check it against a profile."),
     "hostlist": ("cordee.cli.hostlist", "hostlist", "Expand and compress Slurm hostlists."),
-    "launch": ("cordee.cli.launch", "launch", "Set rank variables, fabric profile and binding, then exec CMD."),
+    "launch": (
+        "cordee.cli.launch",
+        "launch",
+        "Set rank variables, fabric profile and binding, then exec CMD.",
+    ),
 }
 
 

@@ -1,0 +1,94 @@
+"""GPU paths of the launcher on a real NVIDIA node (runs on the lent accelerator; skipped
+elsewhere because there is no GPU to bind to).
+
+Checks that sysfs discovery agrees with CUDA (PCI order, UUIDs), that each rank's
+CORDEE_CUDA_DEVICE/LOCAL_RANK points at its own GPU, that its CPUs are the GPU's local cores,
+and that an NCCL all_reduce over `cordee launch --nproc-per-node N` gives the right sum."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from cordee.cluster.binding import plan_binding, read_gpus
+
+GPUS = read_gpus()
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not GPUS, reason="no NVIDIA GPU on this machine (runs on the lent GPU node)"),
+]
+CORDEE = str(Path(sys.executable).with_name("cordee"))
+
+
+def nvidia_smi(query):
+    out = subprocess.run(
+        ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def test_sysfs_discovery_matches_nvidia_smi():
+    smi_bus = [b.lower()[-12:] for b in nvidia_smi("pci.bus_id")]  # 00000000:3B:00.0 -> 0000:3b:00.0
+    assert [g.pci_bus_id[-12:] for g in GPUS] == sorted(smi_bus)
+    uuids = nvidia_smi("uuid")
+    if all(g.uuid for g in GPUS):
+        assert sorted(g.uuid for g in GPUS) == sorted(uuids)
+
+
+def test_binding_uses_local_cores():
+    allowed = frozenset(os.sched_getaffinity(0))
+    for rank in range(len(GPUS)):
+        b = plan_binding(GPUS, None, rank, len(GPUS), allowed)
+        assert b.gpu == GPUS[rank]
+        if GPUS[rank].local_cpus & allowed:
+            assert b.cpus <= GPUS[rank].local_cpus
+
+
+NCCL_ALL_REDUCE = textwrap.dedent("""
+    import datetime, json, os, torch, torch.distributed as dist
+    dev = int(os.environ["CORDEE_CUDA_DEVICE"])
+    torch.cuda.set_device(dev)
+    dist.init_process_group("nccl", timeout=datetime.timedelta(seconds=120))
+    t = torch.full((1 << 20,), float(dist.get_rank() + 1), device="cuda")
+    dist.all_reduce(t)
+    torch.cuda.synchronize()
+    props = torch.cuda.get_device_properties(dev)
+    print(json.dumps({"rank": dist.get_rank(), "dev": dev, "sum": t[0].item(), "ok": bool((t == t[0]).all()),
+                      "pci": f"{props.pci_domain_id:04x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}",
+                      "cpus": sorted(os.sched_getaffinity(0))}), flush=True)
+    dist.destroy_process_group()
+""")
+
+
+def test_nccl_all_reduce_through_cordee_launch():
+    n = len(GPUS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MASTER_", "RANK"))}
+    env.setdefault("NCCL_NVLS_ENABLE", "0")  # multicast stays off on shared machines
+    r = subprocess.run(
+        [CORDEE, "launch", "--nproc-per-node", str(n), "--", sys.executable, "-c", NCCL_ALL_REDUCE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    views = sorted(
+        (json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")), key=lambda v: v["rank"]
+    )
+    assert [v["rank"] for v in views] == list(range(n))
+    expected = n * (n + 1) / 2
+    for v in views:
+        assert v["sum"] == expected and v["ok"]
+        assert v["dev"] == v["rank"]
+        gpu = GPUS[v["rank"]]
+        assert gpu.pci_bus_id.endswith(v["pci"][-7:]), (gpu, v)
+        if gpu.local_cpus & frozenset(os.sched_getaffinity(0)):
+            assert set(v["cpus"]) <= gpu.local_cpus
