@@ -38,8 +38,9 @@ ALL_REDUCE = textwrap.dedent("""
     t = torch.tensor([dist.get_rank() + 1.0])
     dist.all_reduce(t)
     keys = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "OMP_NUM_THREADS")
-    print(json.dumps({**{k: os.environ[k] for k in keys}, "sum": t.item(),
-                      "cpus": sorted(os.sched_getaffinity(0))}), flush=True)
+    # one write(2) per line: ranks share the pipe, and print() writes text and newline apart
+    os.write(1, (json.dumps({**{k: os.environ[k] for k in keys}, "sum": t.item(),
+                      "cpus": sorted(os.sched_getaffinity(0))}) + "\\n").encode())
     dist.destroy_process_group()
 """)
 

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
@@ -21,7 +20,7 @@ pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not GPUS, reason="no NVIDIA GPU on this machine (runs on the lent GPU node)"),
 ]
-CORDEE = str(Path(sys.executable).with_name("cordee"))
+CORDEE = [sys.executable, "-m", "cordee"]  # works where the console script is not on PATH
 
 
 def nvidia_smi(query):
@@ -61,9 +60,11 @@ NCCL_ALL_REDUCE = textwrap.dedent("""
     dist.all_reduce(t)
     torch.cuda.synchronize()
     props = torch.cuda.get_device_properties(dev)
-    print(json.dumps({"rank": dist.get_rank(), "dev": dev, "sum": t[0].item(), "ok": bool((t == t[0]).all()),
+    # one write(2) per line: ranks share the pipe, and print() writes text and newline apart
+    ok = bool((t == t[0]).all())
+    os.write(1, (json.dumps({"rank": dist.get_rank(), "dev": dev, "sum": t[0].item(), "ok": ok,
                       "pci": f"{props.pci_domain_id:04x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}",
-                      "cpus": sorted(os.sched_getaffinity(0))}), flush=True)
+                      "cpus": sorted(os.sched_getaffinity(0))}) + "\\n").encode())
     dist.destroy_process_group()
 """)
 
@@ -73,7 +74,7 @@ def test_nccl_all_reduce_through_cordee_launch():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MASTER_", "RANK"))}
     env.setdefault("NCCL_NVLS_ENABLE", "0")  # multicast stays off on shared machines
     r = subprocess.run(
-        [CORDEE, "launch", "--nproc-per-node", str(n), "--", sys.executable, "-c", NCCL_ALL_REDUCE],
+        [*CORDEE, "launch", "--nproc-per-node", str(n), "--", sys.executable, "-c", NCCL_ALL_REDUCE],
         env=env,
         capture_output=True,
         text=True,
