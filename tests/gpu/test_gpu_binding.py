@@ -90,6 +90,6 @@ def test_nccl_all_reduce_through_cordee_launch():
         assert v["sum"] == expected and v["ok"]
         assert v["dev"] == v["rank"]
         gpu = GPUS[v["rank"]]
-        assert gpu.pci_bus_id.endswith(v["pci"][-7:]), (gpu, v)
+        assert gpu.pci_bus_id.rsplit(".", 1)[0] == v["pci"], (gpu, v)  # torch gives no PCI function
         if gpu.local_cpus & frozenset(os.sched_getaffinity(0)):
             assert set(v["cpus"]) <= gpu.local_cpus
