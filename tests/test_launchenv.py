@@ -134,7 +134,7 @@ def test_expand_local_ranks():
         ({"SLURM_NODEID": "4"}, "not below SLURM_NNODES=4"),
         ({"SLURM_LOCALID": "2"}, "not below this node's 2 tasks"),
         ({"SLURM_NNODES": "3"}, "has 4 nodes but SLURM_NNODES=3"),
-        ({"SLURM_STEP_NODELIST": "nid[001-"}, "cannot parse the step's nodelist"),
+        ({"SLURM_STEP_NODELIST": "nid[001-"}, "cannot use the step's nodelist: bad hostlist"),
         ({"SLURM_STEP_NODELIST": None, "SLURM_JOB_NODELIST": None}, "SLURM_STEP_NODELIST"),
         ({"SLURM_TASKS_PER_NODE": "2(x3"}, "is not of the form"),
         ({"SLURM_TASKS_PER_NODE": "2(x2),1"}, "describes 3 nodes, not 4"),

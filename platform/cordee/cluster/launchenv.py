@@ -149,7 +149,7 @@ def _from_slurm(env: Mapping[str, str]) -> LaunchEnv:
     try:
         nodes = tuple(expand(nodelist))
     except InputError as e:
-        raise InputError(f"cannot parse the step's nodelist {nodelist!r}: {e}") from None
+        raise InputError(f"cannot use the step's nodelist: {e}") from None
     tpn_raw = _first(env, "SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE")
     job_id = _first(env, "SLURM_JOB_ID", "SLURM_JOBID")
     step_id = _first(env, "SLURM_STEP_ID", "SLURM_STEPID")
