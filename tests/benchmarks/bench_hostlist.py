@@ -123,6 +123,6 @@ out = write_result(
         "whole_command": cli,
         "ratios": ratios,
     },
-    {"python-hostlist": version("python-hostlist"), "slurm": slurm_version, "click": version("click")},
+    {"python-hostlist": version("python-hostlist"), "slurm": slurm_version},
 )
 print(f"wrote {out}")

@@ -49,7 +49,9 @@ def time_command(argv: list[str], repeats: int = 15, warmup: int = 2, env: dict 
     samples = []
     for i in range(warmup + repeats):
         t0 = time.perf_counter()
-        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env, timeout=120)
+        subprocess.run(
+            argv, check=True, stdout=subprocess.DEVNULL, env=env
+        )  # no timeout: its polling wait adds ms
         dt = time.perf_counter() - t0
         if i >= warmup:
             samples.append(dt)
@@ -58,6 +60,31 @@ def time_command(argv: list[str], repeats: int = 15, warmup: int = 2, env: dict 
         "min_s": min(samples),
         "mean_s": statistics.fmean(samples),
         "repeats": repeats,
+    }
+
+
+def time_commands(
+    cases: dict[str, list[str]], rounds: int = 30, warmup: int = 3, env: dict | None = None
+) -> dict[str, dict]:
+    """Like time_command for several commands, run round-robin (A B C A B C ...) so that a
+    machine's drift during the run affects every command alike; ratios between them are fair."""
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for i in range(warmup + rounds):
+        for name, argv in cases.items():
+            t0 = time.perf_counter()
+            subprocess.run(
+                argv, check=True, stdout=subprocess.DEVNULL, env=env
+            )  # no timeout: its polling wait adds ms
+            if i >= warmup:
+                samples[name].append(time.perf_counter() - t0)
+    return {
+        name: {
+            "median_s": statistics.median(s),
+            "min_s": min(s),
+            "mean_s": statistics.fmean(s),
+            "repeats": rounds,
+        }
+        for name, s in samples.items()
     }
 
 

@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
-import click
-
-from cordee.cli.env_check import check
+from cordee.cli import add_json_flag, env_check
 
 
-@click.group()
-def env() -> None:
-    """Show the detected launch environment; check it against a profile."""
-
-
-env.add_command(check)
+def register(sub, name: str, help_: str) -> None:
+    parser = sub.add_parser(name, help=help_, description=help_)
+    verbs = parser.add_subparsers(
+        dest="env_verb", metavar="COMMAND", required=True, parser_class=type(parser)
+    )
+    show = verbs.add_parser(
+        "show", help="Show how this process was launched: ranks, nodes, master, GPUs, binding."
+    )
+    add_json_flag(show, "cordee.env/1")
+    show.set_defaults(run=run_show)
+    env_check.register(verbs)
 
 
 def collect(environ: dict[str, str]) -> dict:
@@ -30,7 +32,7 @@ def collect(environ: dict[str, str]) -> dict:
 
     launch = detect(environ)
     gpus = b.read_gpus()
-    doc = {"schema": "cordee.env/1", **launch.as_dict(), "hostname": socket.gethostname()}
+    doc = {"schema": "cordee.env/1", **launch.as_dict(), "hostname": os.uname().nodename}
     doc["suggested_profile"] = profiles.suggest(launch.nnodes)
     doc["gpus"] = [
         {
@@ -63,14 +65,11 @@ def collect(environ: dict[str, str]) -> dict:
     return doc
 
 
-@env.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (schema cordee.env/1).")
-def show(as_json: bool) -> None:
-    """Show how this process was launched: ranks, nodes, master, GPUs, binding."""
+def run_show(args) -> int:
     doc = collect(dict(os.environ))
-    if as_json:
-        click.echo(json.dumps(doc, indent=2))
-        return
+    if args.as_json:
+        print(json.dumps(doc, indent=2))
+        return 0
     keys = [
         "scheduler",
         "rank",
@@ -88,15 +87,15 @@ def show(as_json: bool) -> None:
         "suggested_profile",
     ]
     width = max(map(len, keys)) + 1
-    for k in keys:
-        click.echo(f"{k:<{width}} {doc[k] if doc[k] is not None else '-'}")
+    lines = [f"{k:<{width}} {doc[k] if doc[k] is not None else '-'}" for k in keys]
     nodes = doc["nodes"]
-    click.echo(f"{'nodes':<{width}} {', '.join(nodes[:8])}{' ...' if len(nodes) > 8 else ''}")
-    click.echo(f"{'gpus':<{width}} {len(doc['gpus'])}")
+    lines.append(f"{'nodes':<{width}} {', '.join(nodes[:8])}{' ...' if len(nodes) > 8 else ''}")
+    lines.append(f"{'gpus':<{width}} {len(doc['gpus'])}")
     bnd = doc["binding"]
     if "error" in bnd:
-        click.echo(f"{'binding':<{width}} ERROR: {bnd['error']}")
+        lines.append(f"{'binding':<{width}} ERROR: {bnd['error']}")
     else:
-        click.echo(f"{'binding':<{width}} {bnd['mode']}, cuda:{bnd['cuda_device']}, CPUs {bnd['cpus']}")
-    for note in doc["notes"]:
-        click.echo(f"note: {note}")
+        lines.append(f"{'binding':<{width}} {bnd['mode']}, cuda:{bnd['cuda_device']}, CPUs {bnd['cpus']}")
+    lines += [f"note: {note}" for note in doc["notes"]]
+    print("\n".join(lines))
+    return 0

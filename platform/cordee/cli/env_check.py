@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import textwrap
 
-import click
+from cordee.cli import add_json_flag
 
 
 def _table(report, profile, chosen: str) -> list[str]:
     """Plain-text rendering: one row per variable, the why and source under each problem."""
+    import textwrap
+
     extends = f", extends {profile.extends}" if profile.extends else ""
     nnodes = report.nnodes if report.nnodes is not None else "?"
     lines = [
@@ -51,22 +52,28 @@ def _table(report, profile, chosen: str) -> list[str]:
     return lines
 
 
-@click.command("check")
-@click.option(
-    "--profile",
-    "profile_name",
-    metavar="NAME",
-    default=None,
-    help="Fabric profile to check against (default: suggested from node count and hardware).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (schema cordee.envcheck/1).")
-@click.pass_context
-def check(ctx: click.Context, profile_name: str | None, as_json: bool) -> None:
-    """Check the live environment against a fabric profile: missing, different and dangerous values."""
+def register(verbs) -> None:
+    check = verbs.add_parser(
+        "check",
+        help="Check the live environment against a fabric profile: missing, different and dangerous values.",
+    )
+    check.add_argument(
+        "--profile",
+        dest="profile_name",
+        metavar="NAME",
+        default=None,
+        help="Fabric profile to check against (default: suggested from node count and hardware).",
+    )
+    add_json_flag(check, "cordee.envcheck/1")
+    check.set_defaults(run=run_check)
+
+
+def run_check(args) -> int:
     from cordee import profiles
     from cordee.cluster.launchenv import detect
     from cordee.profiles.check import check_environment
 
+    profile_name = args.profile_name
     environ = dict(os.environ)
     nnodes = detect(environ).nnodes
     if profile_name is None:
@@ -75,10 +82,10 @@ def check(ctx: click.Context, profile_name: str | None, as_json: bool) -> None:
         chosen = "--profile"
     profile = profiles.load(profile_name)
     report = check_environment(profile, environ, nnodes)
-    if as_json:
+    if args.as_json:
         doc = report.to_dict()
         doc["chosen"] = chosen
-        click.echo(json.dumps(doc, indent=2))
+        print(json.dumps(doc, indent=2))
     else:
-        click.echo("\n".join(_table(report, profile, chosen)))
-    ctx.exit(report.exit_code)
+        print("\n".join(_table(report, profile, chosen)))
+    return report.exit_code

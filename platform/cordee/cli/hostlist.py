@@ -3,14 +3,42 @@ with the output of `scontrol show hostnames` / `scontrol show hostlist` (cordee.
 
 from __future__ import annotations
 
-import click
+import sys
+
+from cordee.cli import add_json_flag
 
 SCHEMA = "cordee.hostlist/1"
 
 
-@click.group()
-def hostlist() -> None:
-    """Expand and compress Slurm hostlists (same results as scontrol show hostnames / hostlist)."""
+def register(sub, name: str, help_: str) -> None:
+    parser = sub.add_parser(
+        name,
+        help=help_,
+        description="Expand and compress Slurm hostlists (same results as "
+        "scontrol show hostnames / hostlist).",
+    )
+    verbs = parser.add_subparsers(
+        dest="hostlist_verb", metavar="COMMAND", required=True, parser_class=type(parser)
+    )
+    expand = verbs.add_parser(
+        "expand",
+        help="Print the hosts of EXPR, one per line.",
+        description="EXPR is a Slurm hostlist like 'nid[001-004],login1'; hosts come in Slurm's "
+        "order, duplicates kept.",
+    )
+    expand.add_argument("expr", metavar="EXPR")
+    add_json_flag(expand, SCHEMA)
+    expand.set_defaults(run=run_expand)
+    compress = verbs.add_parser(
+        "compress",
+        help="Print one hostlist expression for HOSTS.",
+        description="HOSTS may be separated by commas or whitespace and may be hostlists "
+        "themselves; '-' reads them from stdin. Keeps order and duplicates, like scontrol show "
+        "hostlist (sort first for a canonical form).",
+    )
+    compress.add_argument("hosts", metavar="HOST", nargs="+")
+    add_json_flag(compress, SCHEMA)
+    compress.set_defaults(run=run_compress)
 
 
 def _emit(expr: str, hosts: list[str], as_json: bool, text: str) -> None:
@@ -18,49 +46,33 @@ def _emit(expr: str, hosts: list[str], as_json: bool, text: str) -> None:
         import json
 
         doc = {"schema": SCHEMA, "hostlist": expr, "count": len(hosts), "hosts": hosts}
-        click.echo(json.dumps(doc))
-    else:
-        click.echo(text)
+        text = json.dumps(doc)
+    sys.stdout.write(text + "\n")
 
 
-@hostlist.command()
-@click.argument("expr")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object: schema, hostlist, count, hosts.")
-def expand(expr: str, as_json: bool) -> None:
-    """Print the hosts of EXPR, one per line.
+def run_expand(args) -> int:
+    from cordee.cluster.hostlist import expand
 
-    EXPR is a Slurm hostlist like 'nid[001-004],login1'; hosts come in Slurm's order, duplicates kept.
-    """
-    from cordee.cluster.hostlist import expand as expand_
-
-    hosts = expand_(expr)
-    _emit(expr, hosts, as_json, "\n".join(hosts))
+    hosts = expand(args.expr)
+    _emit(args.expr, hosts, args.as_json, "\n".join(hosts))
+    return 0
 
 
-@hostlist.command()
-@click.argument("hosts", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object: schema, hostlist, count, hosts.")
-def compress(hosts: tuple[str, ...], as_json: bool) -> None:
-    """Print one hostlist expression for HOSTS.
-
-    HOSTS may be separated by commas or whitespace and may be hostlists themselves; '-' reads them
-    from stdin. Keeps order and duplicates, like scontrol show hostlist (sort first for a canonical
-    form).
-    """
-    from cordee.cluster.hostlist import compress as compress_
-    from cordee.cluster.hostlist import expand as expand_
+def run_compress(args) -> int:
+    from cordee.cluster.hostlist import compress, expand
     from cordee.errors import InputError
 
     names: list[str] = []
-    for arg in hosts:
+    for arg in args.hosts:
         if arg == "-":
-            text = click.get_text_stream("stdin").read()
+            text = sys.stdin.read()
             if not text.strip():
                 raise InputError("no hosts on stdin")
-            names.extend(expand_(text))
+            names.extend(expand(text))
         elif any(c in arg for c in "[], \t\n"):
-            names.extend(expand_(arg))
+            names.extend(expand(arg))
         else:  # a plain name (the usual case, thousands of them): compress checks it
             names.append(arg)
-    expr = compress_(names)
-    _emit(expr, names, as_json, expr)
+    expr = compress(names)
+    _emit(expr, names, args.as_json, expr)
+    return 0

@@ -2,23 +2,23 @@
 
 Detects the launch, sets the torch variables, the binding and the fabric profile (each logged),
 then execs CMD so that Slurm's signals reach the program directly. With --nproc-per-node N > 1
-it starts N local ranks and supervises them instead (see supervisor.py).
+it starts N local ranks and supervises them: if one fails, the others are stopped and cordee
+exits with its code.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import socket
 import sys
 
-import click
-
 from cordee.errors import InputError
 
 
 def _log(prefix: str, msg: str) -> None:
-    click.echo(f"cordee[{prefix}]: {msg}", err=True)
+    print(f"cordee[{prefix}]: {msg}", file=sys.stderr, flush=True)
 
 
 def _free_port() -> int:
@@ -70,43 +70,69 @@ def _report(prefix: str, bnd, plan, verbose: bool) -> None:
         _log(prefix, a.describe())
 
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.option(
-    "--profile",
-    "profile_name",
-    metavar="P",
-    help="Fabric profile (see `cordee env check`); 'none' applies none. "
-    "Default: $CORDEE_PROFILE, else chosen from the hardware found.",
-)
-@click.option(
-    "--nproc-per-node",
-    type=click.IntRange(1, 1024),
-    default=None,
-    help="Start N local ranks per launched task and supervise them.",
-)
-@click.option(
-    "--bind",
-    type=click.Choice(["auto", "none"]),
-    default="auto",
-    show_default=True,
-    help="GPU/CPU binding policy (README: GPU and CPU binding).",
-)
-@click.option(
-    "--grace",
-    type=click.FloatRange(0, 3600),
-    default=10.0,
-    show_default=True,
-    help="Seconds the other ranks get after SIGTERM when one rank fails.",
-)
-@click.option("-v", "--verbose", is_flag=True, help="Log on every rank, and unchanged variables too.")
-@click.option("-q", "--quiet", is_flag=True, help="Log nothing but errors.")
-@click.argument("cmd", nargs=-1, type=click.UNPROCESSED, required=True)
-def launch(profile_name, nproc_per_node, bind, grace, verbose, quiet, cmd):
-    """Set rank variables, fabric profile and binding, then exec CMD."""
+def register(sub, name: str, help_: str) -> None:
+    p = sub.add_parser(
+        name,
+        help=help_,
+        usage="cordee launch [OPTIONS] -- CMD ...",
+        description=__doc__.split("\n\n", 1)[1].strip(),
+    )
+    p.add_argument(
+        "--profile",
+        dest="profile_name",
+        metavar="P",
+        help="Fabric profile (see `cordee env check`); 'none' applies none. "
+        "Default: $CORDEE_PROFILE, else chosen from the hardware found.",
+    )
+    p.add_argument(
+        "--nproc-per-node",
+        type=_number_in(int, 1, 1024),
+        default=None,
+        metavar="N",
+        help="Start N local ranks per launched task and supervise them.",
+    )
+    p.add_argument(
+        "--bind",
+        choices=["auto", "none"],
+        default="auto",
+        help="GPU/CPU binding policy (README: GPU and CPU binding); default auto.",
+    )
+    p.add_argument(
+        "--grace",
+        type=_number_in(float, 0, 3600),
+        default=10.0,
+        metavar="S",
+        help="Seconds the other ranks get after SIGTERM when one rank fails (default 10).",
+    )
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="Log on every rank, and unchanged variables too."
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="Log nothing but errors.")
+    p.add_argument(
+        "cmd", nargs=argparse.REMAINDER, metavar="CMD", help="The command and its arguments, after '--'."
+    )
+    p.set_defaults(run=run)
+
+
+def _number_in(kind: type, lo: float, hi: float):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number ({kind.__name__})") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is not in {lo}..{hi}")
+        return value
+
+    return parse
+
+
+def run(args) -> int:
+    profile_name, nproc_per_node, bind = args.profile_name, args.nproc_per_node, args.bind
     from cordee.cluster import binding as b
     from cordee.cluster.launchenv import detect, expand_local_ranks
 
-    argv = list(cmd)
+    argv = list(args.cmd)
     if argv and argv[0] == "--":
         argv = argv[1:]
     if not argv:
@@ -117,15 +143,15 @@ def launch(profile_name, nproc_per_node, bind, grace, verbose, quiet, cmd):
     profile_name = profile_name or environ.get("CORDEE_PROFILE") or None
     base = detect(environ)
     gpus = b.read_gpus() if bind != "none" else []
-    node = socket.gethostname()
+    node = os.uname().nodename
 
     if not nproc_per_node or nproc_per_node == 1:
         prefix = f"rank {base.rank}/{base.world_size} {node}"
         bnd, plan = _prepare(environ, base, profile_name, bind, gpus)
-        if not quiet and (verbose or base.rank == 0):
+        if not args.quiet and (args.verbose or base.rank == 0):
             for note in base.notes:
                 _log(prefix, note)
-            _report(prefix, bnd, plan, verbose)
+            _report(prefix, bnd, plan, args.verbose)
         if bnd is not None and bnd.cpus_changed:
             os.sched_setaffinity(0, bnd.cpus)
         sys.stdout.flush()
@@ -142,9 +168,8 @@ def launch(profile_name, nproc_per_node, bind, grace, verbose, quiet, cmd):
         view = expand_local_ranks(base, nproc_per_node, i)
         prefix = f"rank {view.rank}/{view.world_size} {node}"
         bnd, plan = _prepare(environ, view, profile_name, bind, gpus)
-        if not quiet and (verbose or view.rank == 0):
-            _report(prefix, bnd, plan, verbose)
+        if not args.quiet and (args.verbose or view.rank == 0):
+            _report(prefix, bnd, plan, args.verbose)
         cpus = bnd.cpus if bnd is not None and bnd.cpus_changed else None
         ranks.append(RankProcess(view.rank, i, start_rank(argv, plan.env, cpus)))
-    rc = supervise(ranks, lambda m: _log(f"{node}", m), grace_s=grace)
-    sys.exit(rc)
+    return supervise(ranks, lambda m: _log(f"{node}", m), grace_s=args.grace)

@@ -17,9 +17,9 @@ cores (SLURM_CPU_BIND_TYPE), Slurm's binding is kept. OMP_NUM_THREADS = cores of
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from typing import NamedTuple
 
 from cordee.errors import InputError
 
@@ -27,16 +27,15 @@ NVIDIA_VENDOR = "0x10de"
 GPU_CLASSES = ("0x0300", "0x0302")  # VGA controller, 3D controller
 
 
-@dataclass(frozen=True)
-class GpuInfo:
+# Immutable typed records; NamedTuple, not dataclass, to keep `inspect` out of start-up (launchenv.py).
+class GpuInfo(NamedTuple):
     pci_bus_id: str  # "0000:3b:00.0", sysfs spelling
     local_cpus: frozenset[int]
     numa_node: int
     uuid: str | None = None
 
 
-@dataclass(frozen=True)
-class Binding:
+class Binding(NamedTuple):
     mode: str  # "one-gpu-per-task" | "all-visible" | "cpu"
     device_index: int | None  # CUDA device index inside the process
     gpu: GpuInfo | None
@@ -75,35 +74,36 @@ def format_cpulist(cpus: frozenset[int] | set[int]) -> str:
     return ",".join(out)
 
 
-def _read(path: Path) -> str | None:
+def _read(*parts: str) -> str | None:
     try:
-        return path.read_text().strip()
+        with open(os.path.join(*parts)) as f:
+            return f.read().strip()
     except OSError:
         return None
 
 
 def read_gpus(root: str = "/") -> list[GpuInfo]:
     """NVIDIA GPUs of this node from sysfs, in PCI bus order (= CUDA_DEVICE_ORDER=PCI_BUS_ID)."""
-    base = Path(root) / "sys/bus/pci/devices"
-    gpus = []
+    base = os.path.join(root, "sys/bus/pci/devices")
     try:
-        entries = sorted(base.iterdir())
+        entries = sorted(os.listdir(base))
     except OSError:
         return []
-    for dev in entries:
-        if _read(dev / "vendor") != NVIDIA_VENDOR:
+    gpus = []
+    for name in entries:
+        dev = os.path.join(base, name)
+        if _read(dev, "vendor") != NVIDIA_VENDOR:
             continue
-        cls = _read(dev / "class") or ""
-        if not cls.startswith(GPU_CLASSES):
+        if not (_read(dev, "class") or "").startswith(GPU_CLASSES):
             continue
-        cpus = parse_cpulist(_read(dev / "local_cpulist") or "")
-        numa = int(_read(dev / "numa_node") or -1)
-        gpus.append(GpuInfo(dev.name, cpus, numa, _read_uuid(root, dev.name)))
+        cpus = parse_cpulist(_read(dev, "local_cpulist") or "")
+        numa = int(_read(dev, "numa_node") or -1)
+        gpus.append(GpuInfo(name, cpus, numa, _read_uuid(root, name)))
     return gpus
 
 
 def _read_uuid(root: str, bus_id: str) -> str | None:
-    info = _read(Path(root) / "proc/driver/nvidia/gpus" / bus_id / "information")
+    info = _read(root, "proc/driver/nvidia/gpus", bus_id, "information")
     for line in (info or "").splitlines():
         key, _, value = line.partition(":")
         if key.strip() == "GPU UUID":

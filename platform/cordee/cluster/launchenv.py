@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 from cordee.errors import InputError
 
@@ -22,8 +22,11 @@ LOCAL_MASTER_ADDR = "127.0.0.1"
 DEFAULT_LOCAL_PORT = 29500
 
 
-@dataclass(frozen=True)
-class LaunchEnv:
+class LaunchEnv(NamedTuple):
+    """How this process was launched. An immutable, typed record: typing.NamedTuple rather than
+    a frozen dataclass because `dataclasses` imports `inspect`, which alone costs a third of the
+    start-up budget of `cordee env show` (bench_cli.py)."""
+
     scheduler: str  # "slurm" | "torchrun" | "local"
     rank: int
     world_size: int
@@ -38,10 +41,10 @@ class LaunchEnv:
     step_id: str | None = None
     # Where master_port came from: "derived" (job/step id), "user" (MASTER_PORT), "default".
     master_port_source: str = "derived"
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
-        d = asdict(self)
+        d = self._asdict()
         d["nodes"] = list(self.nodes)
         d["notes"] = list(self.notes)
         return d
@@ -266,10 +269,7 @@ def _local(env: Mapping[str, str]) -> LaunchEnv:
 def expand_local_ranks(base: LaunchEnv, nproc: int, index: int) -> LaunchEnv:
     """The view of local process `index` when each launched task starts `nproc` processes
     (`cordee launch --nproc-per-node N`, outside Slurm or with one Slurm task per node)."""
-    from dataclasses import replace
-
-    return replace(
-        base,
+    return base._replace(
         rank=base.rank * nproc + index,
         world_size=base.world_size * nproc,
         local_rank=base.local_rank * nproc + index,
