@@ -93,3 +93,47 @@ def test_nccl_all_reduce_through_cordee_launch():
         assert gpu.pci_bus_id.rsplit(".", 1)[0] == v["pci"], (gpu, v)  # torch gives no PCI function
         if gpu.local_cpus & frozenset(os.sched_getaffinity(0)):
             assert set(v["cpus"]) <= gpu.local_cpus
+
+
+@pytest.mark.skipif(len(GPUS) < 2, reason="needs 2 GPUs: one Slurm-style task per GPU")
+def test_one_gpu_per_task_as_slurm_gives_it():
+    """Two tasks as `srun --ntasks=2 --gpus-per-task=1` starts them: the same SLURM_* step
+    variables, each task with CUDA_VISIBLE_DEVICES naming its own GPU. Each must use cuda:0,
+    which must be its own physical GPU, and the NCCL all_reduce across them must be right."""
+    node = os.uname().nodename
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MASTER_", "RANK"))}
+    base.update(
+        NCCL_NVLS_ENABLE="0",
+        SLURM_JOB_ID="4242",
+        SLURM_STEP_ID="0",
+        SLURM_NTASKS="2",
+        SLURM_NNODES="1",
+        SLURM_NODEID="0",
+        SLURM_STEP_NODELIST=node,
+        SLURM_TASKS_PER_NODE="2",
+    )
+    procs = []
+    for task in range(2):
+        env = {
+            **base,
+            "SLURM_PROCID": str(task),
+            "SLURM_LOCALID": str(task),
+            "CUDA_VISIBLE_DEVICES": str(task),
+        }
+        procs.append(
+            subprocess.Popen(
+                [*CORDEE, "launch", "-v", "--", sys.executable, "-c", NCCL_ALL_REDUCE],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+        assert "one-gpu-per-task" in err
+    views = sorted((json.loads(o.strip().splitlines()[-1]) for o, _ in outs), key=lambda v: v["rank"])
+    for v in views:
+        assert v["dev"] == 0 and v["sum"] == 3.0 and v["ok"]
+        assert GPUS[v["rank"]].pci_bus_id.rsplit(".", 1)[0] == v["pci"], v  # its own physical GPU
