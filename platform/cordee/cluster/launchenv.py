@@ -123,6 +123,12 @@ def _user_port(env: Mapping[str, str]) -> int | None:
     return port
 
 
+def _port_or_default(env: Mapping[str, str]) -> tuple[int, str]:
+    """MASTER_PORT from the user, else torch's usual default (launches without a job id)."""
+    user_port = _user_port(env)
+    return (user_port, "user") if user_port is not None else (DEFAULT_LOCAL_PORT, "default")
+
+
 def is_slurm_step(env: Mapping[str, str]) -> bool:
     return "SLURM_PROCID" in env and ("SLURM_STEP_ID" in env or "SLURM_STEPID" in env)
 
@@ -178,17 +184,14 @@ def _from_slurm(env: Mapping[str, str]) -> LaunchEnv:
         raise InputError(f"SLURM_LOCALID={local_rank} is not below this node's {local_world} tasks")
 
     notes = []
-    user_port = _user_port(env)
-    if user_port is not None:
-        port, port_source = user_port, "user"
-    elif job_id:
+    port, port_source = _port_or_default(env)
+    if port_source == "default" and job_id:
         try:
             port, port_source = derive_master_port(job_id, step_id), "derived"
         except ValueError:
             msg = f"SLURM_JOB_ID={job_id!r} / SLURM_STEP_ID={step_id!r} are not integers"
             raise InputError(msg) from None
-    else:
-        port, port_source = DEFAULT_LOCAL_PORT, "default"
+    elif port_source == "default":
         notes.append("no SLURM_JOB_ID: MASTER_PORT falls back to the default")
     master = env.get("MASTER_ADDR") or nodes[0]
     if master != nodes[0]:
@@ -232,7 +235,7 @@ def _from_torchrun(env: Mapping[str, str]) -> LaunchEnv:
     nnodes = _int(env, "GROUP_WORLD_SIZE", default=max(1, world // local_world), minimum=1)
     node_rank = _int(env, "GROUP_RANK", "NODE_RANK", default=rank // local_world)
     master = env.get("MASTER_ADDR") or LOCAL_MASTER_ADDR
-    user_port = _user_port(env)
+    port, port_source = _port_or_default(env)
     return LaunchEnv(
         scheduler="torchrun",
         rank=rank,
@@ -243,14 +246,14 @@ def _from_torchrun(env: Mapping[str, str]) -> LaunchEnv:
         nnodes=nnodes,
         nodes=(master,) if nnodes == 1 else (),
         master_addr=master,
-        master_port=user_port if user_port is not None else DEFAULT_LOCAL_PORT,
+        master_port=port,
         job_id=env.get("TORCHELASTIC_RUN_ID") or None,
-        master_port_source="user" if user_port is not None else "default",
+        master_port_source=port_source,
     )
 
 
 def _local(env: Mapping[str, str]) -> LaunchEnv:
-    user_port = _user_port(env)
+    port, port_source = _port_or_default(env)
     return LaunchEnv(
         scheduler="local",
         rank=0,
@@ -261,8 +264,8 @@ def _local(env: Mapping[str, str]) -> LaunchEnv:
         nnodes=1,
         nodes=(env.get("HOSTNAME") or "localhost",),
         master_addr=env.get("MASTER_ADDR") or LOCAL_MASTER_ADDR,
-        master_port=user_port if user_port is not None else DEFAULT_LOCAL_PORT,
-        master_port_source="user" if user_port is not None else "default",
+        master_port=port,
+        master_port_source=port_source,
     )
 
 
