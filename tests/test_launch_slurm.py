@@ -34,8 +34,9 @@ import torch.distributed as dist
 dist.init_process_group("gloo", init_method="env://", timeout=datetime.timedelta(seconds=60))
 t = torch.tensor([float(dist.get_rank() + 1)])
 dist.all_reduce(t)
-print(json.dumps({"rank": dist.get_rank(), "world": dist.get_world_size(), "sum": t.item(),
-                  "hostname": socket.gethostname()}), flush=True)
+line = json.dumps({"rank": dist.get_rank(), "world": dist.get_world_size(), "sum": t.item(),
+                   "hostname": socket.gethostname()})
+os.write(1, (line + "\\n").encode())  # one write: local ranks of a task share its stdout
 dist.destroy_process_group()
 """
 
@@ -107,3 +108,34 @@ def test_failing_rank_ends_the_step_promptly(slurm_cluster):
     while left := [p for p in slurm_cluster.node_processes() if "cordee-fail-marker" in p[2]]:
         assert time.monotonic() < deadline, f"ranks still running after the step ended: {left}"
         time.sleep(0.2)
+
+
+def test_nproc_per_node_under_slurm(slurm_cluster):
+    """One srun task per node, each starting 2 local ranks: world 4 over 2 nodes."""
+    step = ["-N2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+    cmd = ["cordee", "launch", "--nproc-per-node", "2", "--", "python", "-c", ALL_REDUCE]
+    cp = slurm_cluster.srun([*step, *cmd], timeout=180)
+    rows = _records(cp)
+    assert sorted(r["rank"] for r in rows) == [0, 1, 2, 3], f"{rows}\n{cp.stderr}"
+    assert all(r["world"] == 4 and r["sum"] == 10.0 for r in rows), rows
+    first, second = slurm_cluster.node_names
+    assert {r["rank"] for r in rows if r["hostname"] == first} == {0, 1}, rows
+    assert {r["rank"] for r in rows if r["hostname"] == second} == {2, 3}, rows
+
+
+def test_env_show_json_under_srun(slurm_cluster):
+    """`cordee env show --json` in each task of a real step: Slurm's own variables, read back."""
+    cp = slurm_cluster.srun(["-l", *STEP_2X2, "cordee", "env", "show", "--json"], timeout=120)
+    assert cp.returncode == 0, cp.stderr
+    per_task: dict[int, list[str]] = {}
+    for line in cp.stdout.splitlines():
+        task, _, text = line.partition(": ")
+        per_task.setdefault(int(task), []).append(text)
+    docs = {task: json.loads("\n".join(lines)) for task, lines in per_task.items()}
+    assert sorted(docs) == [0, 1, 2, 3]
+    for task, d in docs.items():
+        assert d["schema"] == "cordee.env/1" and d["scheduler"] == "slurm"
+        assert (d["rank"], d["world_size"], d["nnodes"]) == (task, 4, 2)
+        assert d["nodes"] == slurm_cluster.node_names and d["master_addr"] == slurm_cluster.node_names[0]
+        assert d["master_port_source"] == "derived" and d["job_id"] and d["step_id"] is not None
+    assert len({d["master_port"] for d in docs.values()}) == 1
