@@ -177,3 +177,10 @@ def test_bad_input_exits_2_with_one_line(args, env, fragment):
     assert any(fragment in line for line in lines), r.stderr
     assert "Traceback" not in r.stderr
     assert len(lines) == 1, r.stderr
+
+
+def test_launch_errors_name_the_node_and_task():
+    env = clean_env(SLURM_PROCID="3", SLURM_STEP_ID="0")  # SLURM_LOCALID etc. missing
+    r = run(["launch", "--", PY, "-c", "pass"], env=env)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"cordee: error: {os.uname().nodename} (task 3): SLURM_LOCALID is not set"

@@ -128,6 +128,17 @@ def _number_in(kind: type, lo: float, hi: float):
 
 
 def run(args) -> int:
+    environ = dict(os.environ)
+    node = os.uname().nodename
+    try:
+        return _launch(args, environ, node)
+    except InputError as e:
+        # Name the task: in a 4096-rank step, "which node?" is the first question.
+        task = environ.get("SLURM_PROCID")
+        raise InputError(f"{node}{f' (task {task})' if task else ''}: {e}") from None
+
+
+def _launch(args, environ: dict[str, str], node: str) -> int:
     profile_name, nproc_per_node, bind = args.profile_name, args.nproc_per_node, args.bind
     from cordee.cluster import binding as b
     from cordee.cluster.launchenv import detect, expand_local_ranks
@@ -137,13 +148,11 @@ def run(args) -> int:
         argv = argv[1:]
     if not argv:
         raise InputError("no command given: cordee launch [OPTIONS] -- CMD ...")
-    if shutil.which(argv[0]) is None:
+    if shutil.which(argv[0], path=environ.get("PATH")) is None:
         raise InputError(f"command not found: {argv[0]}")
-    environ = dict(os.environ)
     profile_name = profile_name or environ.get("CORDEE_PROFILE") or None
     base = detect(environ)
     gpus = b.read_gpus() if bind != "none" else []
-    node = os.uname().nodename
 
     if not nproc_per_node or nproc_per_node == 1:
         prefix = f"rank {base.rank}/{base.world_size} {node}"
