@@ -184,3 +184,36 @@ def test_launch_errors_name_the_node_and_task():
     r = run(["launch", "--", PY, "-c", "pass"], env=env)
     assert r.returncode == 2
     assert r.stderr.strip() == f"cordee: error: {os.uname().nodename} (task 3): SLURM_LOCALID is not set"
+
+
+def test_ranks_die_with_a_killed_supervisor(tmp_path):
+    """SIGKILL leaves cordee no chance to forward anything: the kernel must end the ranks."""
+    code = textwrap.dedent(f"""
+        import os, time
+        open(os.path.join({str(tmp_path)!r}, os.environ["RANK"]), "w").write(str(os.getpid()))
+        print("ready", flush=True)
+        time.sleep(120)
+    """)
+    p = subprocess.Popen(
+        [CORDEE, "launch", "--profile", "none", "--nproc-per-node", "2", "--", PY, "-c", code],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert [p.stdout.readline().strip() for _ in range(2)] == ["ready", "ready"]
+    pids = [int((tmp_path / r).read_text()) for r in ("0", "1")]
+    p.kill()
+    p.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    for pid in pids:
+        while True:
+            try:
+                os.kill(pid, 0)
+                # a killed child stays a zombie until reaped by init: read its state
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        break
+            except (ProcessLookupError, FileNotFoundError):
+                break
+            assert time.monotonic() < deadline, f"rank pid {pid} outlived its killed supervisor"
+            time.sleep(0.1)

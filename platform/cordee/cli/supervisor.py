@@ -27,13 +27,30 @@ def exit_code_of(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """If cordee itself is killed (SIGKILL leaves no chance to forward anything), the kernel
+    kills the rank too, instead of leaving it running, unsupervised, holding its GPU."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 def start_rank(argv: list[str], env: dict[str, str], cpus: frozenset[int] | None) -> subprocess.Popen:
-    def pin() -> None:
+    parent = os.getpid()
+
+    def prepare_child() -> None:
+        _die_with_parent()
+        if os.getppid() != parent:  # cordee died before prctl took effect
+            os._exit(1)
         if cpus:
             os.sched_setaffinity(0, cpus)
 
     # Own process group: stopping a rank also stops its data-loader workers.
-    return subprocess.Popen(argv, env=env, process_group=0, preexec_fn=pin if cpus else None)
+    return subprocess.Popen(argv, env=env, process_group=0, preexec_fn=prepare_child)
 
 
 def _signal_group(p: subprocess.Popen, sig: int) -> None:
