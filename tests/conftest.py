@@ -1,10 +1,10 @@
 """Shared fixtures. `slurm_cluster`: one real Slurm cluster (munged, slurmctld, 2 slurmd in
-network namespaces; see slurm_cluster.py) for the whole session, always torn down."""
+network namespaces; see the slurmtest package) for the whole session, always torn down."""
 
 from __future__ import annotations
 
 import pytest
-from slurm_cluster import SlurmCluster, unavailable_reason
+from slurmtest import SlurmCluster, unavailable_reason
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from slurm_cluster import ClusterError, SlurmCluster, unavailable_reason  # noqa: E402
+from slurmtest import ClusterError, SlurmCluster, unavailable_reason  # noqa: E402
 
 NODES, TASKS_PER_NODE = 2, 2
 
