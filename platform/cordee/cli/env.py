@@ -44,14 +44,7 @@ def collect(environ: dict[str, str]) -> dict:
         for g in gpus
     ]
     try:
-        bnd = b.plan_binding(
-            gpus,
-            environ.get("CUDA_VISIBLE_DEVICES"),
-            launch.local_rank,
-            launch.local_world_size,
-            frozenset(os.sched_getaffinity(0)),
-            keep_cpu_binding=b.slurm_bound_cpus(environ),
-        )
+        bnd = b.plan_task_binding(environ, launch.local_rank, launch.local_world_size, gpus)
         doc["binding"] = {
             "mode": bnd.mode,
             "cuda_device": bnd.device_index,

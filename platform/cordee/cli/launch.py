@@ -12,9 +12,10 @@ import argparse
 import os
 import shutil
 import socket
+import subprocess
 import sys
 
-from cordee.errors import InputError
+from cordee.errors import CordeeError, InputError
 
 
 def _log(prefix: str, msg: str) -> None:
@@ -38,24 +39,15 @@ def _profile_vars(name: str | None, nnodes: int) -> tuple[str | None, dict[str, 
     return prof.name, {v.name: (v.value, v.source) for v in prof.variables}
 
 
-def _prepare(environ, launch, profile_name, bind, gpus):
-    """Binding + environment plan for one rank."""
-    from cordee.cluster import binding as b
+def _prepare(environ, launch, profile, bind, gpus):
+    """Binding + environment plan for one rank; profile = (name, variables) from _profile_vars."""
+    from cordee.cluster.binding import plan_task_binding
     from cordee.cluster.plan import plan_environment
 
     bnd = None
     if bind != "none":
-        allowed = frozenset(os.sched_getaffinity(0))
-        bnd = b.plan_binding(
-            gpus,
-            environ.get("CUDA_VISIBLE_DEVICES"),
-            launch.local_rank,
-            launch.local_world_size,
-            allowed,
-            keep_cpu_binding=b.slurm_bound_cpus(environ),
-        )
-    name, pvars = _profile_vars(profile_name, launch.nnodes)
-    return bnd, plan_environment(environ, launch, bnd, name, pvars)
+        bnd = plan_task_binding(environ, launch.local_rank, launch.local_world_size, gpus)
+    return bnd, plan_environment(environ, launch, bnd, *profile)
 
 
 def _report(prefix: str, bnd, plan, verbose: bool) -> None:
@@ -153,32 +145,38 @@ def _launch(args, environ: dict[str, str], node: str) -> int:
     profile_name = profile_name or environ.get("CORDEE_PROFILE") or None
     base = detect(environ)
     gpus = b.read_gpus() if bind != "none" else []
+    profile = _profile_vars(profile_name, base.nnodes)
+
+    if not args.quiet and (args.verbose or base.rank == 0):
+        for note in base.notes:
+            _log(f"rank {base.rank}/{base.world_size} {node}", note)
 
     if not nproc_per_node or nproc_per_node == 1:
-        prefix = f"rank {base.rank}/{base.world_size} {node}"
-        bnd, plan = _prepare(environ, base, profile_name, bind, gpus)
+        bnd, plan = _prepare(environ, base, profile, bind, gpus)
         if not args.quiet and (args.verbose or base.rank == 0):
-            for note in base.notes:
-                _log(prefix, note)
-            _report(prefix, bnd, plan, args.verbose)
+            _report(f"rank {base.rank}/{base.world_size} {node}", bnd, plan, args.verbose)
         if bnd is not None and bnd.cpus_changed:
             os.sched_setaffinity(0, bnd.cpus)
         sys.stdout.flush()
         sys.stderr.flush()
         os.execvpe(argv[0], argv, plan.env)  # no return: Slurm's signals now reach CMD directly
 
-    from cordee.cli.supervisor import RankProcess, start_rank, supervise
+    from cordee.cli.supervisor import RankProcess, start_rank, stop_all, supervise
 
     if base.scheduler == "local" and base.master_port_source != "user":
         environ["MASTER_PORT"] = str(_free_port())
         base = detect(environ)
+    # Plan every rank before starting any: a rank that cannot be bound fails the launch whole.
+    views = [expand_local_ranks(base, nproc_per_node, i) for i in range(nproc_per_node)]
+    plans = [_prepare(environ, view, profile, bind, gpus) for view in views]
     ranks = []
-    for i in range(nproc_per_node):
-        view = expand_local_ranks(base, nproc_per_node, i)
-        prefix = f"rank {view.rank}/{view.world_size} {node}"
-        bnd, plan = _prepare(environ, view, profile_name, bind, gpus)
+    for i, (view, (bnd, plan)) in enumerate(zip(views, plans, strict=True)):
         if not args.quiet and (args.verbose or view.rank == 0):
-            _report(prefix, bnd, plan, args.verbose)
+            _report(f"rank {view.rank}/{view.world_size} {node}", bnd, plan, args.verbose)
         cpus = bnd.cpus if bnd is not None and bnd.cpus_changed else None
-        ranks.append(RankProcess(view.rank, i, start_rank(argv, plan.env, cpus)))
-    return supervise(ranks, lambda m: _log(f"{node}", m), grace_s=args.grace)
+        try:
+            ranks.append(RankProcess(view.rank, i, start_rank(argv, plan.env, cpus)))
+        except (OSError, subprocess.SubprocessError) as e:
+            stop_all(ranks, args.grace, lambda m: _log(node, m))
+            raise CordeeError(f"cannot start rank {view.rank}: {e}") from None
+    return supervise(ranks, lambda m: _log(node, m), grace_s=args.grace)

@@ -203,3 +203,18 @@ def _gpu_cpus(gpu, peer_gpus, local_rank, local_world_size, allowed):
     cpus = _slice(local, index, len(sharing) or 1)
     why = f"cores local to GPU {gpu.pci_bus_id}, slice {index + 1} of {len(sharing) or 1}"
     return cpus, cpus != allowed, why
+
+
+def plan_task_binding(
+    environ: Mapping[str, str], local_rank: int, local_world_size: int, gpus: list[GpuInfo]
+) -> Binding:
+    """The binding of the calling process's task: its visible GPUs, the CPUs it may use now,
+    and whether Slurm already pinned it."""
+    return plan_binding(
+        gpus,
+        environ.get("CUDA_VISIBLE_DEVICES"),
+        local_rank,
+        local_world_size,
+        frozenset(os.sched_getaffinity(0)),
+        keep_cpu_binding=slurm_bound_cpus(environ),
+    )
