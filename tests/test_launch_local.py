@@ -45,6 +45,18 @@ ALL_REDUCE = textwrap.dedent("""
 """)
 
 
+def start_two_ready_ranks(code: str) -> subprocess.Popen:
+    """cordee launch --nproc-per-node 2 of `code`, once both ranks have printed 'ready'."""
+    p = subprocess.Popen(
+        [CORDEE, "launch", "--profile", "none", "--nproc-per-node", "2", "--", PY, "-c", code],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert [p.stdout.readline().strip() for _ in range(2)] == ["ready", "ready"]
+    return p
+
+
 def test_local_ranks_all_reduce_over_gloo():
     r = run(["launch", "--profile", "none", "--nproc-per-node", "2", "--", PY, "-c", ALL_REDUCE])
     assert r.returncode == 0, r.stderr
@@ -119,13 +131,7 @@ def test_supervisor_forwards_sigterm(tmp_path):
         print("ready", flush=True)
         time.sleep(60)
     """)
-    p = subprocess.Popen(
-        [CORDEE, "launch", "--profile", "none", "--nproc-per-node", "2", "--", PY, "-c", code],
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert [p.stdout.readline().strip() for _ in range(2)] == ["ready", "ready"]
+    p = start_two_ready_ranks(code)
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=30) == 0
     assert sorted(f.name for f in tmp_path.iterdir()) == ["0", "1"]
@@ -194,13 +200,7 @@ def test_ranks_die_with_a_killed_supervisor(tmp_path):
         print("ready", flush=True)
         time.sleep(120)
     """)
-    p = subprocess.Popen(
-        [CORDEE, "launch", "--profile", "none", "--nproc-per-node", "2", "--", PY, "-c", code],
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert [p.stdout.readline().strip() for _ in range(2)] == ["ready", "ready"]
+    p = start_two_ready_ranks(code)
     pids = [int((tmp_path / r).read_text()) for r in ("0", "1")]
     p.kill()
     p.wait(timeout=10)
