@@ -217,3 +217,34 @@ def test_ranks_die_with_a_killed_supervisor(tmp_path):
                 break
             assert time.monotonic() < deadline, f"rank pid {pid} outlived its killed supervisor"
             time.sleep(0.1)
+
+
+def test_dry_run_prints_the_plan_and_starts_nothing():
+    env = clean_env(
+        NCCL_CROSS_NIC="0",
+        SLURM_JOB_ID="77",
+        SLURM_STEP_ID="1",
+        SLURM_PROCID="3",
+        SLURM_LOCALID="1",
+        SLURM_NTASKS="4",
+        SLURM_NNODES="2",
+        SLURM_NODEID="1",
+        SLURM_STEP_NODELIST="nid[001-002]",
+        SLURM_TASKS_PER_NODE="2(x2)",
+    )
+    r = run(["launch", "--dry-run", "--profile", "slingshot-cscs", "--", "false"], env=env)
+    assert r.returncode == 0, r.stderr  # `false` never ran
+    doc = json.loads(r.stdout)
+    assert doc["schema"] == "cordee.launch/1" and doc["command"] == ["false"]
+    assert doc["profile"] == "slingshot-cscs" and doc["launch"]["master_addr"] == "nid001"
+    (rank,) = doc["ranks"]
+    assert (rank["rank"], rank["local_rank"]) == (3, 1)
+    env_by_name = {e["name"]: e for e in rank["env"]}
+    assert env_by_name["RANK"]["value"] == "3" and env_by_name["MASTER_PORT"]["action"] == "set"
+    assert env_by_name["NCCL_CROSS_NIC"] == {
+        **env_by_name["NCCL_CROSS_NIC"],
+        "value": "0",
+        "action": "kept-user",
+        "proposed": "1",
+    }
+    assert env_by_name["NCCL_PROTO"]["action"] == "set" and "nccl" in env_by_name["NCCL_PROTO"]["source"]

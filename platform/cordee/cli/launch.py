@@ -9,6 +9,7 @@ exits with its code.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import socket
@@ -62,6 +63,36 @@ def _report(prefix: str, bnd, plan, verbose: bool) -> None:
         _log(prefix, a.describe())
 
 
+def _dry_run_rank(view, bnd, plan) -> dict:
+    from cordee.cluster.binding import format_cpulist
+
+    binding = None
+    if bnd is not None:
+        binding = {
+            "mode": bnd.mode,
+            "cuda_device": bnd.device_index,
+            "cpus": format_cpulist(bnd.cpus),
+            "gpu": bnd.gpu.pci_bus_id if bnd.gpu else None,
+            "reason": bnd.reason,
+        }
+    return {
+        "rank": view.rank,
+        "local_rank": view.local_rank,
+        "binding": binding,
+        "env": [
+            {
+                "name": a.name,
+                "value": a.value,
+                "action": a.action,
+                "origin": a.origin,
+                "proposed": a.proposed,
+                "source": a.source,
+            }
+            for a in plan.actions
+        ],
+    }
+
+
 def register(sub, name: str, help_: str) -> None:
     p = sub.add_parser(
         name,
@@ -100,6 +131,11 @@ def register(sub, name: str, help_: str) -> None:
         "-v", "--verbose", action="store_true", help="Log on every rank, and unchanged variables too."
     )
     p.add_argument("-q", "--quiet", action="store_true", help="Log nothing but errors.")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="Print what each rank would get (JSON, schema cordee.launch/1) and start nothing.",
+    )
     p.add_argument(
         "cmd", nargs=argparse.REMAINDER, metavar="CMD", help="The command and its arguments, after '--'."
     )
@@ -150,6 +186,21 @@ def _launch(args, environ: dict[str, str], node: str) -> int:
     if not args.quiet and (args.verbose or base.rank == 0):
         for note in base.notes:
             _log(f"rank {base.rank}/{base.world_size} {node}", note)
+
+    if args.dry_run:
+        n = nproc_per_node or 1
+        views = [expand_local_ranks(base, n, i) for i in range(n)] if n > 1 else [base]
+        ranks = [_dry_run_rank(view, *_prepare(environ, view, profile, bind, gpus)) for view in views]
+        doc = {
+            "schema": "cordee.launch/1",
+            "command": argv,
+            "node": node,
+            "profile": profile[0],
+            "launch": base.as_dict(),
+            "ranks": ranks,
+        }
+        print(json.dumps(doc, indent=2))
+        return 0
 
     if not nproc_per_node or nproc_per_node == 1:
         bnd, plan = _prepare(environ, base, profile, bind, gpus)
