@@ -45,14 +45,7 @@ def collect(environ: dict[str, str]) -> dict:
     ]
     try:
         bnd = b.plan_task_binding(environ, launch.local_rank, launch.local_world_size, gpus)
-        doc["binding"] = {
-            "mode": bnd.mode,
-            "cuda_device": bnd.device_index,
-            "gpu": bnd.gpu.pci_bus_id if bnd.gpu else None,
-            "cpus": b.format_cpulist(bnd.cpus),
-            "omp_threads": bnd.omp_threads,
-            "reason": bnd.reason,
-        }
+        doc["binding"] = bnd.as_dict()
     except InputError as e:
         doc["binding"] = {"error": str(e)}
     return doc

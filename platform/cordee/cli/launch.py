@@ -64,21 +64,10 @@ def _report(prefix: str, bnd, plan, verbose: bool) -> None:
 
 
 def _dry_run_rank(view, bnd, plan) -> dict:
-    from cordee.cluster.binding import format_cpulist
-
-    binding = None
-    if bnd is not None:
-        binding = {
-            "mode": bnd.mode,
-            "cuda_device": bnd.device_index,
-            "cpus": format_cpulist(bnd.cpus),
-            "gpu": bnd.gpu.pci_bus_id if bnd.gpu else None,
-            "reason": bnd.reason,
-        }
     return {
         "rank": view.rank,
         "local_rank": view.local_rank,
-        "binding": binding,
+        "binding": bnd.as_dict() if bnd is not None else None,
         "env": [
             {
                 "name": a.name,

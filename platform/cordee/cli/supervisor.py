@@ -30,20 +30,21 @@ def exit_code_of(returncode: int) -> int:
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _die_with_parent() -> None:
-    """If cordee itself is killed (SIGKILL leaves no chance to forward anything), the kernel
-    kills the rank too, instead of leaving it running, unsupervised, holding its GPU."""
+def _prctl():
+    """libc's prctl, resolved in the parent: nothing is imported or loaded after fork."""
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    return ctypes.CDLL(None, use_errno=True).prctl
 
 
 def start_rank(argv: list[str], env: dict[str, str], cpus: frozenset[int] | None) -> subprocess.Popen:
     parent = os.getpid()
+    prctl = _prctl()
 
     def prepare_child() -> None:
-        _die_with_parent()
+        # If cordee itself is killed (SIGKILL leaves no chance to forward anything), the kernel
+        # kills the rank too, instead of leaving it running, unsupervised, holding its GPU.
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:  # cordee died before prctl took effect
             os._exit(1)
         if cpus:

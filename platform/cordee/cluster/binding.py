@@ -44,6 +44,17 @@ class Binding(NamedTuple):
     omp_threads: int
     reason: str
 
+    def as_dict(self) -> dict:
+        """The JSON form shared by `env show` and `launch --dry-run`."""
+        return {
+            "mode": self.mode,
+            "cuda_device": self.device_index,
+            "gpu": self.gpu.pci_bus_id if self.gpu else None,
+            "cpus": format_cpulist(self.cpus),
+            "omp_threads": self.omp_threads,
+            "reason": self.reason,
+        }
+
 
 def parse_cpulist(text: str) -> frozenset[int]:
     """'0-3,8,10-11' -> {0,1,2,3,8,10,11}"""
