@@ -8,7 +8,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 TORCH_CPU ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install sysdeps test lint demo bench clean
+.PHONY: install sysdeps test lint demo bench render image hooks-install clean
 
 sysdeps:
 	@bash scripts/install-system-deps.sh
@@ -31,6 +31,19 @@ lint: $(STAMP)
 
 demo: install
 	$(PY) tests/demo.py
+
+# make render [IMAGE=name]: render one spec (or all) into build/NAME/ without building
+render: $(STAMP)
+	$(VENV)/bin/cordee image render $(if $(IMAGE),$(IMAGE),--all)
+
+# make image IMAGE=name [FORCE=1]: spec -> build/NAME/ -> podman image -> .sqsh -> EDF in $$EDF_PATH
+image: install
+	@test -n "$(IMAGE)" || { echo "make image: set IMAGE=name (cordee image list)" >&2; exit 2; }
+	$(VENV)/bin/cordee image build $(IMAGE) $(if $(FORCE),--force)
+
+# Enroot hooks for the current user (plain Enroot/Pyxis sites without CE); see hooks/README.md
+hooks-install:
+	bash hooks/install.sh
 
 bench: install
 	$(PY) tests/benchmarks/run_all.py

@@ -2,7 +2,11 @@
 # Debian packages the tests and the demo need (real components: Slurm, munge, libfabric...).
 # Idempotent: installs only what is missing. Needs root (CI and dev machines run as root).
 set -euo pipefail
-pkgs=(slurm-wlm slurm-client munge libpmix2 iproute2 util-linux procps libfabric1 libfabric-bin)
+pkgs=(slurm-wlm slurm-client munge libpmix2 iproute2 util-linux procps libfabric1 libfabric-bin
+  # images: podman with runc (crun refuses hybrid cgroups), a locally made Debian base, squashfs export
+  podman runc debootstrap squashfs-tools squashfuse fuse3
+  # tests: Enroot hooks pass shellcheck; C net plugins are compiled with gcc
+  shellcheck gcc)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -20,6 +20,9 @@ VERBS: dict[str, tuple[str, str]] = {
     "env": ("cordee.cli.env", "Show the detected launch environment; check it against a profile."),
     "hostlist": ("cordee.cli.hostlist", "Expand and compress Slurm hostlists."),
     "launch": ("cordee.cli.launch", "Set rank variables, fabric profile and binding, then exec CMD."),
+    "image": ("cordee.cli.image", "List, validate, render and build container images from images/ specs."),
+    "edf": ("cordee.cli.edf", "Render, check and locally run Environment Definition Files (EDF)."),
+    "net": ("cordee.cli.net", "Show NCCL, the NCCL net plugin and its NICs, libfabric providers."),
 }
 
 
