@@ -6,7 +6,9 @@ pkgs=(slurm-wlm slurm-client munge libpmix2 iproute2 util-linux procps libfabric
   # images: podman with runc (crun refuses hybrid cgroups), a locally made Debian base, squashfs export
   podman runc debootstrap squashfs-tools squashfuse fuse3
   # tests: Enroot hooks pass shellcheck; C net plugins are compiled with gcc
-  shellcheck gcc)
+  shellcheck gcc
+  # tests: ctypes struct layouts are checked against the installed libfabric header
+  libfabric-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

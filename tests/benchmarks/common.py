@@ -64,19 +64,26 @@ def time_command(argv: list[str], repeats: int = 15, warmup: int = 2, env: dict 
 
 
 def time_commands(
-    cases: dict[str, list[str]], rounds: int = 30, warmup: int = 3, env: dict | None = None
+    cases: dict[str, list[str] | tuple[list[str], dict]],
+    rounds: int = 30,
+    warmup: int = 3,
+    env: dict | None = None,
+    allowed_rc: tuple[int, ...] = (0,),
 ) -> dict[str, dict]:
     """Like time_command for several commands, run round-robin (A B C A B C ...) so that a
-    machine's drift during the run affects every command alike; ratios between them are fair."""
+    machine's drift during the run affects every command alike; ratios between them are fair.
+    A case is an argv, or (argv, env) where it needs its own environment."""
     samples: dict[str, list[float]] = {name: [] for name in cases}
     for i in range(warmup + rounds):
-        for name, argv in cases.items():
+        for name, case in cases.items():
+            argv, case_env = case if isinstance(case, tuple) else (case, env)
             t0 = time.perf_counter()
-            subprocess.run(
-                argv, check=True, stdout=subprocess.DEVNULL, env=env
-            )  # no timeout: its polling wait adds ms
+            # no timeout: its polling wait adds ms
+            rc = subprocess.run(argv, stdout=subprocess.DEVNULL, env=case_env).returncode
             if i >= warmup:
                 samples[name].append(time.perf_counter() - t0)
+            if rc not in allowed_rc:
+                raise SystemExit(f"{name}: exit {rc} (allowed: {allowed_rc})")
     return {
         name: {
             "median_s": statistics.median(s),
