@@ -1,9 +1,13 @@
-"""`make demo`: distributed PyTorch across a real two-node Slurm cluster on this machine.
+"""`make demo`: distributed PyTorch across a real two-node Slurm cluster on this machine, then
+the same step inside the cpu-ci container image.
 
 Starts the test cluster (munged, slurmctld, two slurmd "nodes" in their own network namespaces),
 runs `srun -N2 --ntasks-per-node=2 cordee launch -- python -c <gloo all_reduce>`, prints what
-each rank saw as a table, and stops the cluster. Exit status 0 only if every rank got the right
-sum; 2 if the cluster could not start or the step failed.
+each rank saw as a table, and stops the cluster. Then builds the cpu-ci image (`cordee image build
+cpu-ci`: debootstrap base, podman, squashfs, EDF in $EDF_PATH; cached after the first time) and
+runs `cordee edf run cpu-ci -- cordee launch --nproc-per-node 2 -- python -c <gloo all_reduce>`.
+Exit status 0 only if every rank of both steps got the right sum; 2 if the cluster could not
+start, the image could not be built or a step failed.
 """
 
 from __future__ import annotations
@@ -56,8 +60,8 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def check(rows: list[dict]) -> list[str]:
-    world = NODES * TASKS_PER_NODE
+def check(rows: list[dict], nodes: int = NODES, tasks_per_node: int = TASKS_PER_NODE) -> list[str]:
+    world = nodes * tasks_per_node
     expected = world * (world + 1) / 2
     problems = []
     if sorted(r["rank"] for r in rows) != list(range(world)):
@@ -69,9 +73,64 @@ def check(rows: list[dict]) -> list[str]:
     ]
     if len({r["master"] for r in rows}) != 1:
         problems.append(f"ranks disagree on the master: {sorted({r['master'] for r in rows})}")
-    if len({r["node"] for r in rows}) != NODES:
-        problems.append(f"expected ranks on {NODES} nodes, got {sorted({r['node'] for r in rows})}")
+    if len({r["node"] for r in rows}) != nodes:
+        problems.append(f"expected ranks on {nodes} nodes, got {sorted({r['node'] for r in rows})}")
     return problems
+
+
+def container_step() -> int:
+    """Build cpu-ci (a cache hit after the first time) and run the all_reduce in it, 2 local ranks."""
+    cordee = str(Path(sys.executable).with_name("cordee"))
+    print("\n== cordee image build cpu-ci  (first time: debootstrap + podman build, ~2-4 min; then cached)")
+    try:
+        build = subprocess.run(
+            [cordee, "image", "build", "cpu-ci", "--json"], stdout=subprocess.PIPE, text=True, timeout=3600
+        )
+        if build.returncode != 0:
+            print(
+                f"demo: building cpu-ci failed (exit {build.returncode}); see its error above",
+                file=sys.stderr,
+            )
+            return 2
+        summary = json.loads(build.stdout)
+        state = "cache hit" if summary["cache_hit"] else f"built in {summary['seconds']:.0f}s"
+        print(f"{summary['tag']}: {state}; {summary['sqsh']} ({summary['sqsh_bytes'] / 2**20:.0f} MiB)")
+        args = [
+            "edf",
+            "run",
+            "cpu-ci",
+            "--",
+            "cordee",
+            "launch",
+            "--nproc-per-node",
+            "2",
+            "--",
+            "python",
+            "-c",
+        ]
+        print(f"\n== cordee {shlex.join(args)} '<gloo all_reduce>'")
+        t0 = time.monotonic()
+        cp = subprocess.run([cordee, *args, ALL_REDUCE], capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired as e:
+        print(f"demo: {e.cmd[1:3]} did not finish within {e.timeout:.0f}s", file=sys.stderr)
+        return 2
+    rows = sorted(
+        (json.loads(line) for line in cp.stdout.splitlines() if line.startswith("{")), key=lambda r: r["rank"]
+    )
+    if rows:
+        print(table(rows))
+    if cp.returncode != 0 or not rows:
+        print(
+            f"\ndemo: the container step failed (exit {cp.returncode}); stderr:\n{cp.stderr}", file=sys.stderr
+        )
+        return 2
+    problems = check(rows, nodes=1, tasks_per_node=2)
+    for p in problems:
+        print(f"demo: WRONG (container): {p}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"\n2 ranks in the cpu-ci container, step took {time.monotonic() - t0:.1f}s: both got the sum 3")
+    return 0
 
 
 def main() -> int:
@@ -123,8 +182,12 @@ def main() -> int:
     if problems:
         return 1
     world = NODES * TASKS_PER_NODE
-    print(f"demo: OK: each rank contributed rank+1 and all {world} got the sum {world * (world + 1) // 2}")
-    return 0
+    total = world * (world + 1) // 2
+    print(f"demo: Slurm step OK: each rank contributed rank+1 and all {world} got the sum {total}")
+    rc = container_step()
+    if rc == 0:
+        print("demo: OK: the all_reduce gave the right sum on the Slurm cluster and inside the cpu-ci image")
+    return rc
 
 
 if __name__ == "__main__":

@@ -1,0 +1,252 @@
+"""The podman driver: the containers.conf a host needs, logged subprocesses with timeouts, and the
+few podman calls the build and `cordee edf run` make.
+
+crun refuses hosts with legacy or hybrid cgroups, and podman's default ulimits (nofile=1048576)
+are above the hard limits of many hosts, so runc fails to start the container ("error setting
+rlimits"). Where the host needs it, podman gets a containers.conf that cordee writes (runc,
+cgroupfs, file events, no network namespace, ulimits at the host's hard limits) through
+$CONTAINERS_CONF; the user's own configuration is never written, and a CONTAINERS_CONF the
+user set wins (DESIGN.md "Podman").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from cordee.errors import EXIT_UNKNOWN, CordeeError
+
+QUERY_TIMEOUT = 60  # podman image exists/inspect, create, rm: seconds
+KILL_GRACE = 10  # SIGTERM, then SIGKILL after this many seconds
+
+
+class StepError(CordeeError):
+    """A build step (podman, debootstrap, pip, mksquashfs) failed: exit 2, one line."""
+
+
+class StepTimeout(CordeeError):
+    """A build step ran past its time limit and was stopped: exit 3."""
+
+    exit_code = EXIT_UNKNOWN
+
+
+def cgroup_mode(root: str = "/sys/fs/cgroup") -> str:
+    """'unified' (cgroup v2 only), 'hybrid' (v1 controllers plus a v2 mount) or 'legacy' (v1)."""
+    if os.path.exists(os.path.join(root, "cgroup.controllers")):
+        return "unified"
+    if os.path.exists(os.path.join(root, "unified", "cgroup.controllers")):
+        return "hybrid"
+    return "legacy"
+
+
+def _hard_limit(which: int, cap: int, kernel_max: str) -> int:
+    hard = resource.getrlimit(which)[1]
+    limit = cap if hard == resource.RLIM_INFINITY else min(hard, cap)
+    try:
+        with open(kernel_max) as f:
+            return min(limit, int(f.read()))
+    except (OSError, ValueError):
+        return limit
+
+
+def containers_conf_text() -> str:
+    """runc + cgroupfs, and ulimits the host can grant (podman asks for 1048576 open files).
+    nproc is also held to kernel.pid_max: measured on a host with a hard limit of 96365 and
+    pid_max 32768, podman's own processes ran with 32768 and runc refused anything above it."""
+    nofile = _hard_limit(resource.RLIMIT_NOFILE, 1048576, "/proc/sys/fs/nr_open")
+    nproc = _hard_limit(resource.RLIMIT_NPROC, 4194304, "/proc/sys/kernel/pid_max")
+    return (
+        "# Written by cordee (cordee.images.podman) for a host with cgroup v1/hybrid or without crun.\n"
+        "[containers]\n"
+        'netns = "none"\n'
+        f'default_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]\n'
+        "\n[engine]\n"
+        'runtime = "runc"\n'
+        'cgroup_manager = "cgroupfs"\n'
+        'events_logger = "file"\n'
+    )
+
+
+def needs_own_conf(mode: str | None = None, has_crun: bool | None = None) -> bool:
+    mode = cgroup_mode() if mode is None else mode
+    has_crun = shutil.which("crun") is not None if has_crun is None else has_crun
+    return mode != "unified" or not has_crun
+
+
+def conf_dir(environ) -> Path:
+    cache = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "cordee" / "podman"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def podman_environ(environ=None, *, needed: bool | None = None) -> dict[str, str]:
+    """The environment to run podman with: CONTAINERS_CONF pointed at cordee's file if the host
+    needs it and the user has not chosen one."""
+    env = dict(os.environ if environ is None else environ)
+    if env.get("CONTAINERS_CONF") or not (needs_own_conf() if needed is None else needed):
+        return env
+    path = conf_dir(env) / "containers.conf"
+    text = containers_conf_text()
+    if not path.is_file() or path.read_text() != text:
+        write_atomic(path, text)
+    env["CONTAINERS_CONF"] = str(path)
+    return env
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(KILL_GRACE)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_logged(
+    argv: list[str],
+    *,
+    what: str,
+    timeout: float,
+    log: IO[str],
+    env: dict[str, str] | None = None,
+    show: Callable[[str], bool] = lambda line: False,
+    stdin=subprocess.DEVNULL,
+    cwd: str | None = None,
+) -> None:
+    """Run argv with stdout+stderr into `log`; lines for which show(line) holds also go to stderr
+    (progress). Stops the whole process group after `timeout` seconds. Raises StepError naming
+    `what` with the last lines of output, or StepTimeout."""
+    log.write(f"\n== {what}: {' '.join(argv)}\n")
+    log.flush()
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            text=True,
+            errors="replace",
+            start_new_session=True,  # the timeout stops children too (conmon, runc, dpkg)
+        )
+    except FileNotFoundError as e:
+        raise StepError(f"{what}: {argv[0]} is not installed ({e.strerror})") from None
+    timed_out = threading.Event()
+
+    def expire() -> None:
+        timed_out.set()
+        _kill_group(proc)
+
+    timer = threading.Timer(timeout, expire)
+    timer.daemon = True
+    timer.start()
+    tail: list[str] = []
+    try:
+        for line in proc.stdout:
+            log.write(line)
+            tail = (tail + [line.rstrip()])[-5:]
+            if show(line):
+                print(f"  {line.rstrip()}", file=sys.stderr, flush=True)
+        rc = proc.wait()
+    except BaseException:  # Ctrl-C: leave nothing running
+        _kill_group(proc)
+        raise
+    finally:
+        timer.cancel()
+        log.flush()
+    if timed_out.is_set():
+        raise StepTimeout(f"{what}: no result within {timeout:.0f}s, stopped (full log: {log.name})")
+    if rc != 0:
+        last = " | ".join(t for t in tail if t.strip())
+        raise StepError(f"{what} failed (exit {rc}): {last} (full log: {log.name})")
+
+
+class Podman:
+    """podman with the host's configuration; every call has a timeout."""
+
+    def __init__(self, environ=None, exe: str = "podman") -> None:
+        self.exe = exe
+        self.env = podman_environ(environ)
+
+    def available(self) -> bool:
+        return shutil.which(self.exe, path=self.env.get("PATH")) is not None
+
+    def call(
+        self, *args: str, timeout: float = QUERY_TIMEOUT, check: bool = True
+    ) -> subprocess.CompletedProcess:
+        argv = [self.exe, *args]
+        try:
+            cp = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout)
+        except FileNotFoundError:
+            raise StepError(f"podman is not installed (needed for: {' '.join(args[:2])})") from None
+        except subprocess.TimeoutExpired:
+            raise StepTimeout(f"podman {' '.join(args[:2])}: no answer within {timeout:.0f}s") from None
+        if check and cp.returncode != 0:
+            err = " ".join(cp.stderr.split())[-300:] or f"exit {cp.returncode}"
+            raise StepError(f"podman {' '.join(args[:2])} failed: {err}")
+        return cp
+
+    def image_exists(self, ref: str) -> bool:
+        return self.call("image", "exists", ref, check=False).returncode == 0
+
+    def inspect_image(self, ref: str) -> dict:
+        return json.loads(self.call("image", "inspect", ref).stdout)[0]
+
+    def image_size(self, ref: str) -> int:
+        return int(self.inspect_image(ref).get("Size", 0))
+
+    def build(
+        self,
+        context: Path,
+        containerfile: Path,
+        tag: str,
+        *,
+        log: IO[str],
+        timeout: float,
+        platform: str | None = None,
+        network: bool = False,
+    ) -> None:
+        """`podman build --network=none`: everything the build needs is in the context already;
+        with network=True the host's network (recipes that fetch checksummed sources or use apt)."""
+        net = "--network=host" if network else "--network=none"
+        argv = [self.exe, "build", net, "--layers", "-t", tag, "-f", str(containerfile)]
+        if platform:
+            argv += ["--platform", platform]
+        run_logged(
+            [*argv, str(context)],
+            what=f"podman build {tag}",
+            timeout=timeout,
+            log=log,
+            env=self.env,
+            show=lambda line: STEP_LINE.match(line) is not None,
+        )
+
+
+STEP_LINE = re.compile(r"^(STEP \d+/\d+:|COMMIT |Successfully tagged )")
+
+
+def host_platform() -> str:
+    machine = os.uname().machine
+    arch = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
+    return f"linux/{arch}"

@@ -1,0 +1,181 @@
+"""Render a validated image spec into a build folder: Containerfile, EDF and build plan for a
+container spec, a stackinator (v1) recipe for a uenv spec.
+
+One Jinja2 Environment configuration (StrictUndefined: a missing value is an error, never an
+empty string), templates under recipes/, quoting only through the filters of images/quoting.py.
+Rendering is deterministic: the same spec, templates, profile and cordee give the same bytes.
+build.json is the contract with the build driver (images/README.md, "Build plan").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
+
+from cordee import __version__
+from cordee.errors import InputError
+from cordee.images.containerfile import CONTAINERFILE, SCRIPTS, container_files, uses_scripts
+from cordee.images.quoting import QuotingError, edf_literal
+from cordee.images.spec import ImageSpec, SpecError, canonical_json
+from cordee.images.templating import (
+    environment,
+    header,
+    literal_env,
+    profile_env,
+    recipes_dir,
+    render_template,
+)
+from cordee.images.uenvrecipe import PACKAGE_PY, UENV_TEMPLATES, uenv_files
+
+EDF_TEMPLATE = "edf/edf.toml.j2"
+
+
+class Rendered(NamedTuple):
+    out_dir: Path
+    files: list[str]  # relative to out_dir, sorted
+    spec_hash: str
+    content_key: str  # build cache key
+    plan: dict  # = build.json
+
+
+def render_edf(spec: ImageSpec, sqsh_path: Path) -> str:
+    """EDF TOML text of a container spec; image = the absolute path of its squashfs."""
+    if spec.kind != "container":
+        raise SpecError(f"{spec.path}: {spec.name} is a uenv spec; only container specs have an EDF")
+    image = os.path.abspath(os.fspath(sqsh_path))
+    try:
+        edf_literal(image)
+    except QuotingError as e:
+        raise InputError(f"squashfs path {image!r} cannot be written into an EDF: {e}") from None
+    data, net = spec.data, spec.data["network"]
+    annotations = dict(data["edf"]["annotations"])
+    if net["stack"] == "hook":
+        annotations["com.hooks.aws_ofi_nccl.enabled"] = "true"
+        annotations["com.hooks.aws_ofi_nccl.variant"] = net["variant"]
+    if net["cxi_hook"]:
+        annotations["com.hooks.cxi.enabled"] = "true"
+    context = {
+        **header(spec),
+        "image": image,
+        "workdir": data["edf"]["workdir"],
+        "entrypoint": data["edf"]["entrypoint"],
+        "writable": data["edf"]["writable"],
+        "mounts": data["edf"]["mounts"],
+        "literal_env": literal_env(spec),
+        "edf_env": sorted(data["edf"]["env"].items()),
+        "annotations": sorted(annotations.items()),
+    }
+    return render_template(spec, EDF_TEMPLATE, context)
+
+
+def _template_files(spec: ImageSpec) -> list[str]:
+    """Every file under recipes/ this spec's rendering reads (templates, scripts, package.py)."""
+    from jinja2 import meta
+
+    recipes = recipes_dir(spec)
+    names = [CONTAINERFILE, EDF_TEMPLATE] if spec.kind == "container" else [*UENV_TEMPLATES.values()]
+    env, seen = environment(str(recipes)), set()
+    while names:
+        name = names.pop()
+        if name not in seen:
+            seen.add(name)
+            source = env.loader.get_source(env, name)[0]
+            names.extend(ref for ref in meta.find_referenced_templates(env.parse(source)) if ref)
+    if spec.kind == "uenv":
+        extra = [recipes / PACKAGE_PY]
+    else:
+        extra = list((recipes / SCRIPTS).glob("*.sh")) if uses_scripts(spec.data) else []
+    seen.update(p.relative_to(recipes).as_posix() for p in extra)
+    return sorted(seen)
+
+
+def _installs_cordee(spec: ImageSpec) -> bool:
+    return spec.kind == "uenv" or spec.data["python"]["install_cordee"]
+
+
+def content_key(spec: ImageSpec) -> str:
+    """The build cache key: spec, every recipe file used, cordee's version, the fabric profile's
+    values and, where the image installs cordee, cordee's own source files."""
+    from cordee.images.sources import source_files
+
+    digest = hashlib.sha256()
+
+    def feed(label: str, data: bytes) -> None:
+        digest.update(label.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
+
+    feed("format", b"cordee.content-key/1")
+    feed("spec", spec.spec_hash.encode())
+    feed("cordee", __version__.encode())
+    feed("profile", canonical_json(profile_env(spec)))
+    recipes = recipes_dir(spec)
+    for rel in _template_files(spec):
+        feed(f"recipes/{rel}", (recipes / rel).read_bytes())
+    if _installs_cordee(spec):
+        for rel, path in source_files():
+            feed(f"cordee/{rel}", path.read_bytes())
+    return digest.hexdigest()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write through a temporary file and a rename; an unchanged file is left alone (mtime too)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _previous_files(out_dir: Path) -> list[str]:
+    try:
+        files = json.loads((out_dir / "build.json").read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [
+        f for f in files if isinstance(f, str) and ".." not in Path(f).parts and not Path(f).is_absolute()
+    ]
+
+
+def render_image(spec: ImageSpec, out_dir: Path, *, sqsh_path: Path | None = None) -> Rendered:
+    """Render `spec` into out_dir (each file atomically) and return what was written."""
+    out_dir = Path(out_dir)
+    sqsh = (
+        Path(os.path.abspath(sqsh_path)) if sqsh_path is not None else out_dir.resolve() / f"{spec.name}.sqsh"
+    )
+    key = content_key(spec)
+    if spec.kind == "container":
+        files, extra = container_files(spec, key)
+        files[f"{spec.name}.toml"] = render_edf(spec, sqsh).encode()
+    else:
+        files, extra = uenv_files(spec)
+    names = sorted([*files, "build.json"])
+    plan = {
+        "schema": "cordee.buildplan/1",
+        "name": spec.name,
+        "kind": spec.kind,
+        "content_key": key,
+        "spec_hash": spec.spec_hash,
+        "sqsh": str(sqsh),
+        **extra,
+        "files": names,
+    }
+    stale = set(_previous_files(out_dir)) - set(names)
+    for rel, data in files.items():
+        _write_atomic(out_dir / rel, data)
+    _write_atomic(out_dir / "build.json", (json.dumps(plan, indent=2, sort_keys=True) + "\n").encode())
+    for rel in sorted(stale):  # left over from an earlier render of a different spec version
+        (out_dir / rel).unlink(missing_ok=True)
+    return Rendered(out_dir, names, spec.spec_hash, key, plan)

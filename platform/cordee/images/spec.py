@@ -1,0 +1,181 @@
+"""Image specs: find them, load them (YAML via safe_load), validate them completely before anything
+is rendered, and hash them.
+
+A spec is `images/NAME.yaml` in a cordee checkout (the folder that also holds `recipes/`). Every
+problem is one SpecError (exit 2) naming the file, the field path and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from cordee.errors import InputError
+from cordee.images.fields import Invalid
+from cordee.images.grammars import NAME_RE
+from cordee.images.schema import CONTAINER, SOURCES, UENV_SPEC, check_cross_fields
+
+_NAME = re.compile(NAME_RE)
+_PACKAGE_ROOT = Path(__file__).resolve().parents[3]  # platform/cordee/images -> checkout root
+_MAX_BYTES = 1 << 20
+
+
+class SpecError(InputError):
+    """A spec that cannot be rendered: file, field and what is allowed, in one line."""
+
+
+class ImageSpec(NamedTuple):
+    name: str
+    path: Path
+    kind: str  # "container" | "uenv"
+    data: dict  # validated, defaults filled; treat as read-only
+    spec_hash: str  # sha256 hex of canonical_json(data)
+
+
+def canonical_json(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _is_root(path: Path) -> bool:
+    return (path / "images").is_dir() and (path / "recipes").is_dir()
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The folder holding images/ and recipes/: $CORDEE_ROOT, else the nearest one above `start`
+    (default: the working directory), else the checkout this package runs from."""
+    env = os.environ.get("CORDEE_ROOT")
+    if env:
+        root = Path(env).expanduser()
+        if not _is_root(root):
+            raise InputError(f"CORDEE_ROOT={env}: no images/ and recipes/ folders there")
+        return root.resolve()
+    here = Path(start if start is not None else os.getcwd()).resolve()
+    for candidate in (here, *here.parents, _PACKAGE_ROOT):
+        if _is_root(candidate):
+            return candidate
+    raise InputError(
+        f"no cordee checkout (a folder with images/ and recipes/) above {here} or at {_PACKAGE_ROOT}; "
+        "set CORDEE_ROOT to one"
+    )
+
+
+def list_specs(root: Path) -> list[str]:
+    """Names of the specs in root/images (NAME.yaml), sorted."""
+    folder = Path(root) / "images"
+    return sorted(p.stem for p in folder.glob("*.yaml") if p.is_file() and _NAME.fullmatch(p.stem))
+
+
+def _read_yaml(path: Path) -> Any:
+    import yaml  # deferred: only `cordee image`/`edf render` need PyYAML
+
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such file") from None
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read: {e.strerror or e}") from None
+    if len(raw) > _MAX_BYTES:
+        raise SpecError(f"{path}: {len(raw)} bytes; a spec is at most {_MAX_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+        _reject_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), path)
+        return yaml.safe_load(text)
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(f"{path}:{where}: not valid YAML: {problem}") from None
+
+
+def _reject_duplicate_keys(node: Any, path: Path) -> None:
+    """safe_load keeps the last of two equal keys silently; a spec must not say two things."""
+    import yaml
+
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, yaml.MappingNode):
+            seen = set()
+            for key, value in current.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in seen:
+                        line = key.start_mark.line + 1
+                        raise SpecError(
+                            f"{path}: line {line}: key {key.value!r} appears twice in one mapping"
+                        )
+                    seen.add(key.value)
+                stack.extend((key, value))
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
+
+
+def _resolve_path(name_or_path: str, root: Path | None) -> tuple[str, Path]:
+    looks_like_path = (
+        name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path or os.sep in name_or_path
+    )
+    if looks_like_path:
+        path = Path(name_or_path).expanduser()
+        name = path.name.rsplit(".", 1)[0]
+    else:
+        root = find_root() if root is None else Path(root)
+        name, path = name_or_path, root / "images" / f"{name_or_path}.yaml"
+        if not path.is_file():
+            known = ", ".join(list_specs(root)) or "(none)"
+            raise SpecError(f"unknown image spec {name_or_path!r} (no {path}); known specs: {known}")
+    if not _NAME.fullmatch(name) or len(name) > 64:
+        raise SpecError(
+            f"{path}: spec name {name!r} (the file name) must be lowercase letters and digits, parts "
+            "joined by single '.', '_' or '-' (it becomes a podman image name), at most 64 characters"
+        )
+    return name, path
+
+
+def _sources(data: dict, spec_path: Path) -> None:
+    """Merge sources_file (a YAML mapping, relative to the spec) under the inline sources."""
+    rel = data["sources_file"]
+    if rel is None:
+        return
+    file = spec_path.parent / rel
+    if not file.is_file():
+        raise SpecError(f"{spec_path}: field 'sources_file': {file} does not exist")
+    raw = _read_yaml(file)
+    try:
+        from_file = SOURCES.check(raw, "")
+    except Invalid as e:
+        raise SpecError(f"{file}: {e.message()}") from None
+    data["sources"] = dict(sorted({**from_file, **data["sources"]}.items()))
+
+
+def load_spec(name_or_path: str, root: Path | None = None) -> ImageSpec:
+    """Load and validate a spec by name (root/images/NAME.yaml) or by path to a .yaml file."""
+    from cordee import profiles
+
+    name, path = _resolve_path(name_or_path, root)
+    raw = _read_yaml(path)
+    try:
+        if not isinstance(raw, dict):
+            raise Invalid(
+                "(top level)", "must be a mapping of fields", "kind, description, fabric_profile, ..."
+            )
+        kind = raw.get("kind")
+        if kind not in ("container", "uenv"):
+            raise Invalid(
+                "kind", f"{kind!r} is not allowed" if "kind" in raw else "is required", "container, uenv"
+            )
+        data = (CONTAINER if kind == "container" else UENV_SPEC).check(raw, "")
+        known = profiles.names()
+        if data["fabric_profile"] not in known:
+            raise Invalid("fabric_profile", f"unknown profile {data['fabric_profile']!r}", ", ".join(known))
+        profile_env = profiles.load(data["fabric_profile"]).as_env()
+        if kind == "container":
+            _sources(data, path)
+        check_cross_fields(data, profile_env, data["fabric_profile"])
+    except Invalid as e:
+        raise SpecError(f"{path}: {e.message()}") from None
+    return ImageSpec(name, path, kind, data, hashlib.sha256(canonical_json(data)).hexdigest())

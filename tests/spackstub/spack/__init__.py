@@ -1,0 +1,1 @@
+"""Stub of Spack's package API for tests (see tests/spackstub/README.md)."""
