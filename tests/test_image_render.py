@@ -20,6 +20,7 @@ import yaml
 from dockerfile_parse import DockerfileParser
 
 from cordee import __version__, profiles
+from cordee.images.edf_layer import flatten
 from cordee.images.render import content_key, render_edf, render_image
 from cordee.images.spec import load_spec
 
@@ -33,16 +34,6 @@ def instructions(containerfile: Path) -> list[dict]:
     with containerfile.open("rb") as f:
         parsed = DockerfileParser(fileobj=f).structure
     return [i for i in parsed if i["instruction"] != "COMMENT"]
-
-
-def flatten(table: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in table.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def runs(parsed: list[dict]) -> list[list[str]]:
@@ -192,7 +183,7 @@ def test_builtin_stack_builds_pinned_sources_in_order(tmp_path: Path):
         ]
     assert fetched == order
     assert {f"scripts/{p.name}" for p in SCRIPTS} <= set(rendered.files)
-    edf = flatten(tomllib.loads((tmp_path / "pytorch-cuda-gh200.toml").read_text()))
+    edf = dict(flatten(tomllib.loads((tmp_path / "pytorch-cuda-gh200.toml").read_text())))
     assert not any(k.startswith("annotations.") for k in edf)  # no CE hook over the built-in stack
 
 
@@ -200,8 +191,8 @@ def test_one_field_switches_ngc_between_hook_and_builtin(root: Path, tmp_path: P
     hook = render_image(load_spec("pytorch-ngc-gh200", root), tmp_path / "hook")
     name = variant(root, "pytorch-ngc-gh200", "ngc-builtin", lambda d: d["network"].update(stack="builtin"))
     builtin = render_image(load_spec(name, root), tmp_path / "builtin")
-    edf_hook = flatten(tomllib.loads((tmp_path / "hook/pytorch-ngc-gh200.toml").read_text()))
-    edf_builtin = flatten(tomllib.loads((tmp_path / "builtin/ngc-builtin.toml").read_text()))
+    edf_hook = dict(flatten(tomllib.loads((tmp_path / "hook/pytorch-ngc-gh200.toml").read_text())))
+    edf_builtin = dict(flatten(tomllib.loads((tmp_path / "builtin/ngc-builtin.toml").read_text())))
     assert edf_hook["annotations.com.hooks.aws_ofi_nccl.enabled"] == "true"
     assert edf_hook["annotations.com.hooks.aws_ofi_nccl.variant"] == "cuda12"
     assert edf_hook["annotations.com.hooks.cxi.enabled"] == "true"

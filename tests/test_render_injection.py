@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from cordee.images import grammars
+from cordee.images.edf_layer import flatten
 from cordee.images.quoting import edf_literal
 from cordee.images.render import render_image
 from cordee.images.spec import SpecError, load_spec
@@ -232,7 +233,7 @@ def parse_folder(out: Path, normalize: dict[str, str]) -> dict:
         if rel == "Containerfile":
             parsed[rel] = containerfile(text.decode())
         elif rel.endswith(".toml"):  # dotted keys (annotations) compared as the flat names CE reads
-            parsed[rel] = flatten(tomllib.loads(text.decode()))
+            parsed[rel] = dict(flatten(tomllib.loads(text.decode())))
         elif rel == "build.json" or rel.endswith("source.json"):
             parsed[rel] = json.loads(text)
         elif rel.endswith(".yaml"):
@@ -240,16 +241,6 @@ def parse_folder(out: Path, normalize: dict[str, str]) -> dict:
         else:
             parsed[rel] = text
     return parsed
-
-
-def flatten(table: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in table.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def strings(obj) -> set[str]:

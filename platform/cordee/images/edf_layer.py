@@ -60,11 +60,11 @@ def _type_name(value: object) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _flatten(table: dict, prefix: str = ""):
+def flatten(table: dict, prefix: str = ""):
     """TOML turns `com.hooks.ssh.enabled = ...` into nested tables; annotations are dotted names."""
     for key, value in table.items():
         if isinstance(value, dict):
-            yield from _flatten(value, f"{prefix}{key}.")
+            yield from flatten(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
 
@@ -164,7 +164,7 @@ class _Parser:
     def annotations(self, value: object) -> None:
         if not isinstance(value, dict):
             return self._wrong_type("annotations", value, "a table ([annotations])")
-        for name, item in _flatten(value):
+        for name, item in flatten(value):
             field = f"annotations.{name}"
             if not isinstance(item, str):
                 wanted = 'a string ("true", with quotes)' if isinstance(item, bool) else "a string"

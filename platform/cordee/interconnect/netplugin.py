@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from cordee.errors import InputError
+from cordee.interconnect.nccl import RESULT_NAMES
 
 ABI_VERSIONS = (12, 11, 10, 9, 8)  # newest first; what cordee understands
 NCCL_SCANNED_VERSIONS = (12, 11, 10, 9, 8, 7, 6)  # what NCCL itself looks for, in its order
@@ -34,16 +35,6 @@ SCHEMA = "cordee.netplugin/1"
 PROBE_MODULE = "cordee.interconnect.netplugin_abi"
 SYSTEM_CONF_FILE = "/etc/nccl.conf"
 PTR_BITS = (("host", 0x1), ("cuda", 0x2), ("dmabuf", 0x4))
-RESULT_NAMES = {
-    0: "ncclSuccess",
-    1: "ncclUnhandledCudaError",
-    2: "ncclSystemError",
-    3: "ncclInternalError",
-    4: "ncclInvalidArgument",
-    5: "ncclInvalidUsage",
-    6: "ncclRemoteError",
-    7: "ncclInProgress",
-}
 
 
 class PluginError(InputError):
