@@ -139,17 +139,19 @@ def test_run_stops_at_the_first_edf_error(env):
 
 
 @pytest.mark.parametrize(
-    "argv, timeout, cmd",
+    "argv, timeout, cmd, host_env",
     [
-        (["good", "--", "echo", "hi"], None, ["echo", "hi"]),
-        (["--timeout", "30", "good", "--", "echo", "--json"], 30.0, ["echo", "--json"]),
-        (["good", "--timeout", "2.5", "--", "sh", "-c", "exit 3"], 2.5, ["sh", "-c", "exit 3"]),
-        (["good", "--", "a", "--", "b"], None, ["a", "--", "b"]),
-        (["good", "--", "--weird"], None, ["--weird"]),
-        (["good", "ls", "-l"], None, ["ls", "-l"]),
+        (["good", "--", "echo", "hi"], None, ["echo", "hi"], True),
+        (["--timeout", "30", "good", "--", "echo", "--json"], 30.0, ["echo", "--json"], True),
+        (["good", "--timeout", "2.5", "--", "sh", "-c", "exit 3"], 2.5, ["sh", "-c", "exit 3"], True),
+        (["good", "--", "a", "--", "b"], None, ["a", "--", "b"], True),
+        (["good", "--", "--weird"], None, ["--weird"], True),
+        (["good", "ls", "-l"], None, ["ls", "-l"], True),
+        (["--no-host-env", "good", "--", "env"], None, ["env"], False),
+        (["good", "--no-host-env", "--timeout", "4", "--", "env"], 4.0, ["env"], False),
     ],
 )
-def test_run_passes_the_resolved_edf_and_cmd(env, monkeypatch, argv, timeout, cmd):
+def test_run_passes_the_resolved_edf_and_cmd(env, monkeypatch, argv, timeout, cmd, host_env):
     """The CLI's own part: argument handling and load_edf; run_edf (podman) is tested in test_edf_run."""
     from cordee.cli import main
     from cordee.images import edfrun
@@ -157,8 +159,8 @@ def test_run_passes_the_resolved_edf_and_cmd(env, monkeypatch, argv, timeout, cm
     path = edf(env, "good", 'image = "ubuntu:24.04"\nworkdir = "/w"\n')
     calls = []
 
-    def fake_run_edf(resolved, command, *, environ, timeout):
-        calls.append((resolved, command, timeout))
+    def fake_run_edf(resolved, command, *, environ, timeout, host_env):
+        calls.append((resolved, command, timeout, host_env))
         return 7
 
     monkeypatch.setattr(edfrun, "run_edf", fake_run_edf)
@@ -166,9 +168,9 @@ def test_run_passes_the_resolved_edf_and_cmd(env, monkeypatch, argv, timeout, cm
     with pytest.raises(SystemExit) as e:
         main(["edf", "run", *argv])
     assert e.value.code == 7
-    (resolved, command, got_timeout), = calls  # fmt: skip
+    (resolved, command, got_timeout, got_host_env), = calls  # fmt: skip
     assert (resolved.path, resolved.image, resolved.workdir) == (str(path), "ubuntu:24.04", "/w")
-    assert (command, got_timeout) == (cmd, timeout)
+    assert (command, got_timeout, got_host_env) == (cmd, timeout, host_env)
 
 
 # --- render ----------------------------------------------------------------------------------------

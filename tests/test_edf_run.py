@@ -16,7 +16,7 @@ from test_squashfs_export import MINI_TAG, make_mini_image, need_tools
 
 from cordee.errors import InputError
 from cordee.images.edf import Edf, Mount, load_edf
-from cordee.images.edfrun import local_tag, podman_argv, run_edf
+from cordee.images.edfrun import RunTimeout, local_tag, podman_argv, run_edf
 from cordee.images.squashfs import export_squashfs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +52,15 @@ def test_argv_rootfs_env_mounts_workdir():
     argv2 = podman_argv(e2, ["cmd"], "/mnt/root", image_workdir="/w")
     assert argv2[argv2.index("-w") + 1] == "/edf/wd" and "--read-only" in argv2
     assert argv2[-4:] == ["/mnt/root:O", "/bin/sh", "/etc/rc", "cmd"]  # Enroot's entrypoint is /etc/rc
+
+
+def test_argv_environment_is_host_then_image_then_edf():
+    e = edf(env={"A": "edf", "GONE": ""})
+    host = {"A": "host", "B": "host", "C": "host", "GONE": "host", "PWD": "/here", "SHLVL": "2"}
+    argv = podman_argv(e, ["cmd"], "/mnt/root", image_env={"B": "img"}, host_env=host)
+    envs = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "-e")
+    # as under CE: the image overrides the host, the EDF overrides both; shell state stays behind
+    assert envs == {"A": "edf", "B": "img", "C": "host"}
 
 
 def test_argv_tag():
@@ -172,6 +181,27 @@ def test_run_local_tag_and_missing_image(mini_sqsh, tmp_path, capfd):
     gone = edf(image=str(tmp_path / "gone.sqsh"))
     with pytest.raises(InputError, match="no such file"):
         run_edf(gone, ["true"])
+
+
+@pytest.mark.podman
+def test_host_environment_reaches_the_container_unless_asked_not_to(mini_sqsh, tmp_path, capfd):
+    need_tools("podman")
+    e = load_edf(str(write_edf(tmp_path / "h.toml", str(mini_sqsh))), {})
+    host = {**os.environ, "HOST_PROBE": "from-the-job", "GREETING": "host loses to the image"}
+    probe = 'echo "${HOST_PROBE-absent}|$GREETING"'
+    assert run_edf(e, ["/bin/sh", "-c", probe], environ=host, timeout=120) == 0
+    assert capfd.readouterr().out.strip() == "from-the-job|hello from the image"
+    assert run_edf(e, ["/bin/sh", "-c", probe], environ=host, timeout=120, host_env=False) == 0
+    assert capfd.readouterr().out.strip() == "absent|hello from the image"
+
+
+@pytest.mark.podman
+def test_timeout_stops_and_removes_the_container(mini_sqsh, tmp_path):
+    need_tools("podman")
+    e = load_edf(str(write_edf(tmp_path / "t.toml", str(mini_sqsh))), {})
+    with pytest.raises(RunTimeout, match="did not finish within 3s"):
+        run_edf(e, ["/bin/sh", "-c", "while :; do :; done"], timeout=3)  # no sleep in the mini image
+    assert leftovers() == ([], "")
 
 
 @pytest.fixture(scope="module")

@@ -54,9 +54,15 @@ def register(sub, name: str, help_: str) -> None:
         help="Run CMD in an EDF's environment locally through podman.",
         description="Resolves the EDF (as check does; errors stop here), then runs CMD in its image "
         "with its mounts, env, workdir, writable and entrypoint settings. Exit code: CMD's.",
-        usage="cordee edf run [-h] [--timeout S] NAME_OR_FILE -- CMD ...",
+        usage="cordee edf run [-h] [--timeout S] [--no-host-env] NAME_OR_FILE -- CMD ...",
     )
     run.add_argument("--timeout", type=float, metavar="S", help="stop CMD after S seconds (default: none)")
+    run.add_argument(
+        "--no-host-env",
+        dest="host_env",
+        action="store_false",
+        help="start from the image's environment only (CE, like a Slurm task, passes the host's)",
+    )
     run.add_argument("edf", metavar="NAME_OR_FILE")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD", help="the command, after '--'")
     run.set_defaults(run=run_run)
@@ -151,7 +157,10 @@ def run_run(args) -> int:
         split = cmd.index("--")
         extra = Parser(prog="cordee edf run", add_help=False)
         extra.add_argument("--timeout", type=float, metavar="S")
-        args.timeout = extra.parse_args(cmd[:split], argparse.Namespace(timeout=args.timeout)).timeout
+        extra.add_argument("--no-host-env", dest="host_env", action="store_false")
+        ns = argparse.Namespace(timeout=args.timeout, host_env=args.host_env)
+        ns = extra.parse_args(cmd[:split], ns)
+        args.timeout, args.host_env = ns.timeout, ns.host_env
         cmd = cmd[split + 1 :]
     if not cmd:
         raise UsageError("cordee edf run: missing CMD (cordee edf run NAME_OR_FILE -- CMD ...)")
@@ -162,4 +171,4 @@ def run_run(args) -> int:
     from cordee.images.edfrun import run_edf
 
     edf = load_edf(args.edf, os.environ)
-    return run_edf(edf, cmd, environ=os.environ, timeout=args.timeout)
+    return run_edf(edf, cmd, environ=os.environ, timeout=args.timeout, host_env=args.host_env)

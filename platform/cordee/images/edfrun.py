@@ -44,6 +44,16 @@ REFERENCE = re.compile(
 )
 
 
+# Not carried into the container: they describe this shell or podman, not the job
+HOST_ONLY = frozenset({"_", "OLDPWD", "PWD", "SHLVL", "CONTAINERS_CONF", "TERM"})
+
+
+def image_config_env(inspect: dict) -> dict[str, str]:
+    """The Env of `podman image inspect` (a list of KEY=VALUE) as a dict."""
+    pairs = (item.partition("=") for item in (inspect.get("Config") or {}).get("Env") or [])
+    return {k: v for k, _, v in pairs if k}
+
+
 class RunTimeout(CordeeError):
     exit_code = EXIT_UNKNOWN
 
@@ -88,13 +98,16 @@ def podman_argv(
     *,
     image_env: dict[str, str] | None = None,
     image_workdir: str | None = None,
+    host_env: dict[str, str] | None = None,
     name: str | None = None,
     terminal: bool = False,
 ) -> list[str]:
     """The `podman run` command line for `edf` running `cmd` (pure). `rootfs_or_tag`: a directory
     (absolute path: run with --rootfs DIR:O) or a podman tag. Mounts with the `sqsh` flag must have
     been replaced by their mounted directory already (run_edf does that). For a rootfs, the image's
-    environment and workdir (from its /etc/environment and /etc/rc) come as image_env/image_workdir."""
+    environment and workdir (from its /etc/environment and /etc/rc) come as image_env/image_workdir.
+    As under CE, the container's environment is the host's (host_env), then the image's, then the
+    EDF's [env], each overriding the one before."""
     # -i: stdin reaches CMD (`... | cordee edf run X -- python -`); a tty only when we have one
     argv = ["podman", "run", "--rm", "--network=host", "--pull=never", "-i"]
     if terminal:
@@ -104,7 +117,8 @@ def podman_argv(
     rootfs = rootfs_or_tag.startswith("/")
     if not edf.writable:
         argv.append("--read-only")
-    env = dict(image_env or {}) if rootfs else {}
+    env = {k: v for k, v in (host_env or {}).items() if k not in HOST_ONLY}
+    env.update(image_env or {})
     unset = []
     for key, value in edf.env.items():
         if value == "":  # EDF: "" unsets the variable
@@ -196,8 +210,11 @@ def _unsquashed(sqsh: str, environ) -> Path:
     return target
 
 
-def run_edf(edf, cmd: list[str], *, environ=os.environ, timeout: float | None = None) -> int:
-    """Run `cmd` in the EDF's environment through podman; returns cmd's exit code."""
+def run_edf(
+    edf, cmd: list[str], *, environ=os.environ, timeout: float | None = None, host_env: bool = True
+) -> int:
+    """Run `cmd` in the EDF's environment through podman; returns cmd's exit code. With
+    host_env (CE's behaviour) the container starts from `environ`, as a Slurm task would."""
     if not cmd:
         raise InputError(f"EDF {edf.path}: no command to run (cordee edf run NAME -- CMD ...)")
     if not edf.image:
@@ -230,6 +247,7 @@ def run_edf(edf, cmd: list[str], *, environ=os.environ, timeout: float | None = 
                 rootfs,
                 image_env=read_image_env(rootfs),
                 image_workdir=read_image_workdir(rootfs),
+                host_env=dict(environ) if host_env else None,
                 name=name,
                 terminal=terminal,
             )
@@ -240,11 +258,21 @@ def run_edf(edf, cmd: list[str], *, environ=os.environ, timeout: float | None = 
                     f"EDF {edf.path}: image {edf.image} is not available locally (podman tag {tag}); "
                     "build it (cordee image build NAME) or podman pull it"
                 )
-            argv = podman_argv(edf, cmd, tag, name=name, terminal=terminal)
+            argv = podman_argv(
+                edf,
+                cmd,
+                tag,
+                image_env=image_config_env(podman.inspect_image(tag)) if host_env else None,
+                host_env=dict(environ) if host_env else None,
+                name=name,
+                terminal=terminal,
+            )
         argv[0] = podman.exe
         try:
             return subprocess.run(argv, env=podman.env, timeout=timeout).returncode
         except subprocess.TimeoutExpired:
+            # the podman client is gone, the container may not be: remove it by name
+            podman.call("rm", "-f", "-t", "0", name, check=False)
             raise RunTimeout(
                 f"EDF {edf.path}: {' '.join(cmd)} did not finish within {timeout:.0f}s; stopped"
             ) from None
