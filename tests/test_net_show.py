@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -100,6 +101,14 @@ def test_bad_input_is_one_line_and_exit_2(var, value, words):
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-1"])
+def test_timeout_must_be_a_positive_number(value):
+    r = net_show(BASE_ENV, f"--timeout={value}")
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--timeout" in lines[0] and "Traceback" not in r.stderr
+
+
 def test_no_torch_import():
     code = (
         "import sys; from cordee.cli import main\n"
@@ -176,3 +185,42 @@ def test_link_down_and_invisible_device_fail():
     doc["cxi"][1]["link_state"] = "down"
     doc["cxi"][2]["dev_node"] = None
     assert _levels(doc, "cxi") == ["ok", "fail", "fail", "ok"]
+
+
+# --- the child mechanism of the library queries (child.run_module) -----------------------------
+
+CHILDREN = {
+    "answers": "from cordee.interconnect.child import emit; emit({'nccl': {'version': '2.0.0'}})",
+    "not_an_object": "print('[1, 2]')",
+    "bad_bytes": "import os, sys; os.write(2, b'warn \\xff\\xfe\\n'); sys.exit(1)",
+    "segfaults": "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)",
+    # a helper in the same process group holds the pipes; both must go at the timeout
+    "hangs": "import os, time; os.fork() or None; time.sleep(600)",
+}
+
+
+@pytest.fixture(scope="module")
+def child_modules(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("children")
+    for name, code in CHILDREN.items():
+        (root / f"{name}.py").write_text(code + "\n")
+    return dict(BASE_ENV, PYTHONPATH=str(root))
+
+
+@pytest.mark.parametrize(
+    "module, doc, error",
+    [
+        ("answers", {"nccl": {"version": "2.0.0"}}, None),
+        ("not_an_object", None, "q failed (exit 0): no output"),
+        ("bad_bytes", None, "q failed (exit 1): warn \ufffd\ufffd"),
+        ("segfaults", None, "q crashed (SIGSEGV)"),
+        ("hangs", None, "q did not finish within 1 s (killed)"),
+    ],
+)
+def test_run_module_turns_every_ending_into_a_doc_or_one_line(child_modules, module, doc, error):
+    from cordee.interconnect import child
+
+    start = time.monotonic()
+    res = child.run_module(module, [], environ=child_modules, timeout=1.0, what="q")
+    assert time.monotonic() - start < 1.0 + child.DRAIN_S  # the helper did not outlive it
+    assert (res.doc, res.error) == (doc, error)

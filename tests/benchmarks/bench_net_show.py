@@ -1,8 +1,8 @@
 """Wall time of `cordee net show --json` as a ratio to `python -c pass` (issue 4).
 
-net show loads libnccl, the net plugin and libfabric in child processes (plugin probe and
-library query side by side), so its floor is about two Python start-ups plus the dlopen of
-libnccl. The plugin case uses a real net plugin compiled from the test sources (ABI v10), so
+net show loads libnccl, the net plugin and libfabric in three child processes that run side by
+side, so its floor is about two Python start-ups plus the slowest child (libfabric's provider
+discovery). The plugin case uses a real net plugin compiled from the test sources (ABI v10), so
 the probe does real work. Commands run round-robin; the ratio is of medians.
 """
 
@@ -33,7 +33,7 @@ cases = {
     # libfabric's own start-up (provider discovery) is most of net show's time: the floor
     "fi_info -l": (["fi_info", "-l"], base_env),
 }
-# net show exits 1 on warnings (no plugin, no CXI here); 2 would be a failure
+# net show exits 1 on warnings (the fake plugin's host-only NIC: GPUDirect off); 2 would be a failure
 results = time_commands(cases, rounds=15, allowed_rc=(0, 1))
 base = results["python -c pass"]["median_s"]
 rows = []

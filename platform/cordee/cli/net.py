@@ -8,10 +8,11 @@ processes with a timeout (cordee.interconnect.netreport). Exit code: 0 all ok, 1
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 
-from cordee.cli import add_json_flag
+from cordee.cli import UsageError, add_json_flag
 from cordee.interconnect.netreport import SCHEMA, collect
 
 _EXIT = {"ok": 0, "info": 0, "warn": 1, "fail": 2}
@@ -80,6 +81,9 @@ def render_text(doc: dict) -> str:
 
 
 def run_show(args) -> int:
+    # nan or inf would leave the children unbounded (nan even ends in a traceback)
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise UsageError(f"cordee net show: --timeout {args.timeout:g}: must be a positive number of seconds")
     doc = collect(os.environ, timeout=args.timeout, provider=args.provider)
     sys.stdout.write((json.dumps(doc, indent=2) if args.as_json else render_text(doc)) + "\n")
     return _EXIT[doc["status"]]

@@ -3,7 +3,9 @@
 Parent side: which file NCCL would load (its resolution rules, reproduced from NCCL's
 src/plugin/net.cc and plugin_open.cc), typed records of what the plugin reports, and
 `probe_plugin`, which runs the ABI probe (cordee.interconnect.netplugin_abi) in a child
-process so that a plugin that crashes, hangs or aborts in init never takes cordee down.
+process (child.run_python) so that a plugin that crashes, hangs or aborts in init never takes
+cordee down; the child appends each step to a progress file, so what it had learnt before it
+died (phase, log, devices) still reaches the report.
 
 Resolution (NCCL 2.2x): NCCL_NET_PLUGIN unset -> "libnccl-net.so"; "none" (any case) or ""
 -> no external plugin; otherwise a comma-separated list, each entry X tried as X itself,
@@ -19,8 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import sys
 import time
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -181,13 +181,6 @@ def nccl_conf_settings(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]
     return found
 
 
-def nccl_environment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
-    """The environment as NCCL sees it in-process: environ plus its config files' settings."""
-    env = dict(environ)
-    env.update({k: v for k, (v, _) in nccl_conf_settings(environ).items()})
-    return env
-
-
 def _check_paths(entries: list[str], what: str) -> None:
     for entry in entries:
         if "/" in entry and not os.path.exists(entry):
@@ -222,12 +215,13 @@ def resolve_plugin(
 ) -> tuple[str | None, list[str], str | None]:
     """(requested, candidate names in NCCL's order, real path of the file that loads or None).
 
-    The dlopen happens in a child process with `environ`, so LD_LIBRARY_PATH there counts.
+    The dlopen happens in a child process with `environ` (which adds the nccl.conf settings
+    itself, as NCCL does), so LD_LIBRARY_PATH there counts.
     """
     requested, candidates = plugin_request(environ)
     if not candidates:
         return requested, candidates, None
-    state, _ = _run_child(["--resolve-only"], nccl_environment(environ), timeout)
+    state, _ = _run_child(["--resolve-only"], environ, timeout)
     return requested, candidates, state.get("path")
 
 
@@ -248,7 +242,7 @@ def probe_plugin(
         args = []
         if not candidates:
             return _report(requested, candidates, {}, disabled_error(requested), start)
-    state, error = _run_child(args, nccl_environment(environ), timeout)
+    state, error = _run_child(args, environ, timeout)
     return _report(requested, candidates, state, error, start)
 
 
@@ -266,21 +260,6 @@ def _report(requested, candidates, state: dict, error: str | None, start: float)
         error=error or state.get("error"),
         elapsed_s=round(time.monotonic() - start, 3),
     )
-
-
-def _child_env(env: dict[str, str]) -> dict[str, str]:
-    # the child must import this very cordee, whether installed or run from a source tree
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(env)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    return env
-
-
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)  # the child leads its own session (start_new_session)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _read_progress(path: str) -> dict:
@@ -304,54 +283,32 @@ def _read_progress(path: str) -> dict:
     return state
 
 
-def _run_child(args: list[str], env: dict[str, str], timeout: float) -> tuple[dict, str | None]:
+def _run_child(args: list[str], environ: Mapping[str, str], timeout: float) -> tuple[dict, str | None]:
     """Run the probe child; return (its state, an error line or None)."""
-    import subprocess  # lazily: importing this module stays cheap for `cordee --help`
     import tempfile
+
+    # lazily: the probe child imports this module too, and needs no subprocess machinery
+    from cordee.interconnect.child import run_python, signal_name
 
     fd, progress = tempfile.mkstemp(prefix="cordee-netplugin-", suffix=".jsonl")
     os.close(fd)
-    argv = [sys.executable, "-m", PROBE_MODULE, *args, "--progress", progress]
     try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=_child_env(env),
-            start_new_session=True,
-        )
-        timed_out = False
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = proc.poll() is None  # else: it finished but something it started holds the pipes
-            _kill_group(proc.pid)
-            try:
-                out, err = proc.communicate(timeout=5.0)
-            except subprocess.TimeoutExpired:  # a setsid'd grandchild still holds the pipes
-                proc.kill()
-                proc.wait(timeout=5.0)
-                out, err = b"", b""
+        run = run_python(PROBE_MODULE, [*args, "--progress", progress], environ=environ, timeout=timeout)
         state = _read_progress(progress)
     finally:
         os.unlink(progress)
     phase = state.get("phase") or "start-up of the probe"
-    if timed_out:
+    if run.timed_out:
         return state, f"{phase} did not return within {timeout:.1f} s"
-    if proc.returncode < 0:
-        try:
-            sig = signal.Signals(-proc.returncode).name
-        except ValueError:
-            sig = f"signal {-proc.returncode}"
-        return state, f"crashed in {phase} ({sig})"
-    if proc.returncode != 0:
-        tail = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
-        return state, f"exited with status {proc.returncode} in {phase}: {tail[0][:200]}".rstrip(": ")
+    if run.returncode < 0:
+        return state, f"crashed in {phase} ({signal_name(run.returncode)})"
+    if run.returncode != 0:
+        tail = run.stderr.strip().splitlines()[-1:] or [""]
+        return state, f"exited with status {run.returncode} in {phase}: {tail[0][:200]}".rstrip(": ")
     try:
-        doc = json.loads(out)
+        doc = json.loads(run.stdout)
         if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
             raise ValueError("not a cordee.netplugin/1 document")
     except ValueError:
-        return state, f"probe printed no valid JSON: {out[:200].decode(errors='replace')!r}"
+        return state, f"probe printed no valid JSON: {run.stdout[:200]!r}"
     return doc, None

@@ -2,8 +2,8 @@
 high-speed interfaces, each with a one-line verdict.
 
 The libraries are loaded in child processes (child.py) with a timeout, the plugin probe and the
-library query running side by side; sysfs is read here. Bad input, such as an override or
-NCCL_NET_PLUGIN path that does not exist, raises InputError before anything is loaded.
+libnccl and libfabric queries running side by side; sysfs is read here. Bad input, such as an
+override or NCCL_NET_PLUGIN path that does not exist, raises InputError before anything is loaded.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from cordee.interconnect import sysfs
 
 SCHEMA = "cordee.net/1"
 LEVELS = ("ok", "info", "warn", "fail")  # worst last; exit code: ok/info 0, warn 1, fail 2
-NCCL_OVERRIDE = "CORDEE_NCCL_LIBRARY"
-LIBFABRIC_OVERRIDE = "CORDEE_LIBFABRIC_LIBRARY"
 
 
 def _locate(find, override: str, environ: Mapping[str, str]) -> tuple[dict, str | None]:
@@ -65,7 +63,7 @@ def _query(section: str, args: list[str], environ, timeout: float) -> dict:
     res = child.run_module(
         "cordee.interconnect.query", args, environ=environ, timeout=timeout, what=f"{section} query"
     )
-    return res.doc.get(section, {"error": "no answer"}) if res.doc else {"error": res.error}
+    return {"error": res.error} if res.doc is None else res.doc.get(section, {"error": "no answer"})
 
 
 def collect(
@@ -80,8 +78,8 @@ def collect(
     started = time.monotonic()
     # bad input first (PluginError / LibraryNotFound with an override): nothing is loaded
     netplugin.plugin_request(environ)
-    nccl_doc, nccl_path = _locate(nccl.find_libnccl, NCCL_OVERRIDE, environ)
-    fabric_doc, fabric_path = _locate(libfabric.find_libfabric, LIBFABRIC_OVERRIDE, environ)
+    nccl_doc, nccl_path = _locate(nccl.find_libnccl, nccl.OVERRIDE_VAR, environ)
+    fabric_doc, fabric_path = _locate(libfabric.find_libfabric, libfabric.OVERRIDE_VAR, environ)
 
     probe = _in_thread(netplugin.probe_plugin, environ, timeout=timeout)
     jobs = {}
@@ -131,7 +129,7 @@ def _nccl_verdict(n: dict) -> dict:
 def _plugin_verdicts(p: dict, n_cxi: int) -> list[dict]:
     if p.get("disabled"):
         return [_v("plugin", "info", "disabled by NCCL_NET_PLUGIN: NCCL uses its internal transports")]
-    if p.get("path") is None and not p.get("error", "").startswith("no plugin found"):
+    if p.get("path") is None and not (p.get("error") or "").startswith("no plugin found"):
         return [_v("plugin", "fail", p["error"])]  # found but could not load: a missing dependency?
     if p.get("path") is None:
         return [
