@@ -127,6 +127,14 @@ _cordee_check_value() {
     fi
 }
 
+# Append KEY=VALUE (checked by the caller) to ENROOT_ENVIRON and record it.
+_cordee_put_env() {
+    printf '%s=%s\n' "$1" "$2" >>"$ENROOT_ENVIRON"
+    CORDEE_ENVIRON[$1]=$2
+    CORDEE_SET+=("$1")
+    cordee_info "set $1=$2"
+}
+
 # Set KEY=VALUE for the container unless the user (or the image) already set KEY.
 cordee_append_env() {
     local key=$1 value=$2
@@ -136,10 +144,7 @@ cordee_append_env() {
         cordee_info "kept $key (already set for the container)"
         return 0
     fi
-    printf '%s=%s\n' "$key" "$value" >>"$ENROOT_ENVIRON"
-    CORDEE_ENVIRON[$key]=$value
-    CORDEE_SET+=("$key")
-    cordee_info "set $key=$value"
+    _cordee_put_env "$key" "$value"
 }
 
 # Put DIR first in a colon-separated path variable (LD_LIBRARY_PATH, ...), keeping every entry
@@ -153,10 +158,7 @@ cordee_prepend_path() {
         return 0
     fi
     _cordee_check_value "$key" "$dir${old:+:$old}"
-    printf '%s=%s\n' "$key" "$dir${old:+:$old}" >>"$ENROOT_ENVIRON"
-    CORDEE_ENVIRON[$key]=$dir${old:+:$old}
-    CORDEE_SET+=("$key")
-    cordee_info "set $key=$dir${old:+:$old}"
+    _cordee_put_env "$key" "$dir${old:+:$old}"
 }
 
 # fstab fields are blank-separated; Enroot reads them with getmntent(3), which decodes octal.

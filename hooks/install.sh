@@ -49,7 +49,7 @@ hook_re='^[0-9][0-9]-cordee-[A-Za-z0-9_.-]+\.sh$'
 # copy SRC DEST MODE, atomically (temporary name in the same directory, then rename)
 copy() {
     local tmp
-    tmp=$(mktemp "$(dirname -- "$2")/.${2##*/}.XXXXXX")
+    tmp=$(mktemp "$(dirname -- "$2")/.${2##*/}.XXXXXX") || die "cannot write into $(dirname -- "$2")"
     if ! cp -- "$1" "$tmp" || ! chmod "$3" "$tmp" || ! mv -f -- "$tmp" "$2"; then
         rm -f -- "$tmp"
         die "cannot install $2"
@@ -106,7 +106,6 @@ done
 for name in $(installed_hooks); do
     if [[ " ${new[*]} " != *" $name "* ]]; then rm -f -- "$hooks_d/$name"; fi
 done
-tmp=$(mktemp "$libdir/.installed.XXXXXX")
-printf '%s\n' "${new[@]}" >"$tmp" && chmod 0644 "$tmp" && mv -f -- "$tmp" "$manifest"
+copy <(printf '%s\n' "${new[@]}") "$manifest" 0644
 
 echo "installed ${#new[@]} cordee hook(s) (${new[*]}), common.sh and $nprofiles fabric profile(s) into $hooks_d"

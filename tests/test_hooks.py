@@ -117,7 +117,7 @@ def test_shellcheck_passes_on_every_hook_script():
         scripts
     )
     proc = subprocess.run(
-        ["shellcheck", "-x", "-s", "bash", *scripts], cwd=REPO, capture_output=True, text=True
+        ["shellcheck", "-x", "-s", "bash", *scripts], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -151,7 +151,10 @@ def test_envfile_refuses_values_enroot_would_change():
 
 def test_envfile_command_errors_are_one_line_and_exit_2():
     proc = subprocess.run(
-        [sys.executable, "-m", "cordee.profiles.envfile", "no-such-profile"], capture_output=True, text=True
+        [sys.executable, "-m", "cordee.profiles.envfile", "no-such-profile"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "unknown profile 'no-such-profile'" in proc.stderr
@@ -251,7 +254,7 @@ def test_fabric_hook_without_generated_profiles_says_how_to_fix(tmp_path, cxi_ho
 def test_hooks_refuse_to_run_outside_enroot():
     for hook in (FABRIC, NETPLUGIN):
         proc = subprocess.run(
-            ["bash", str(hook)], env={"PATH": os.environ["PATH"]}, capture_output=True, text=True
+            ["bash", str(hook)], env={"PATH": os.environ["PATH"]}, capture_output=True, text=True, timeout=60
         )
         assert proc.returncode == 2 and "ENROOT_ENVIRON is not set" in proc.stderr
 
@@ -395,7 +398,10 @@ def test_netplugin_guards(tmp_path, host):
 
 def _unshare_works() -> bool:
     cmd = ["unshare", "--mount", "--propagation", "private", "true"]
-    return shutil.which("unshare") is not None and subprocess.run(cmd, capture_output=True).returncode == 0
+    return (
+        shutil.which("unshare") is not None
+        and subprocess.run(cmd, capture_output=True, timeout=30).returncode == 0
+    )
 
 
 # Run in a private mount namespace: mount the fstab lines the way enroot-mount does (x-create,

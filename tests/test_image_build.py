@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from cordee.errors import InputError
 from cordee.images import base as base_mod
 from cordee.images.build import cache_hit, check_platform, edf_dir, install_edf
 from cordee.images.podman import (
@@ -27,6 +28,7 @@ from cordee.images.podman import (
     containers_conf_text,
     podman_environ,
     run_logged,
+    run_piped,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +95,51 @@ def test_run_logged_timeout_stops_the_whole_group(tmp_path):
     assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
 
 
+def test_podman_environ_unwritable_cache_is_one_clear_error(tmp_path):
+    (tmp_path / "file").write_text("")  # a file where the cache directory should be
+    with pytest.raises(InputError, match=r"cannot write .*containers.conf.*XDG_CACHE_HOME"):
+        podman_environ({"XDG_CACHE_HOME": str(tmp_path / "file")}, needed=True)
+
+
+def test_run_piped_moves_data_and_names_the_side_that_failed(tmp_path):
+    out = tmp_path / "out.txt"
+    with open(tmp_path / "log", "w") as log:
+        run_piped(
+            ["printf", "a\\nb\\n"],
+            ["bash", "-c", f"cat > {out}"],
+            source_what="src",
+            what="dst",
+            timeout=30,
+            log=log,
+        )
+        assert out.read_text() == "a\nb\n"
+        with pytest.raises(StepError, match=r"^src failed \(exit 4\): source words \(full log"):
+            run_piped(
+                ["bash", "-c", "echo source words >&2; exit 4"],
+                ["cat"],
+                source_what="src",
+                what="dst",
+                timeout=30,
+                log=log,
+            )
+        with pytest.raises(StepError, match=r"^dst failed \(exit 5\): sink words"):
+            run_piped(
+                ["yes"],
+                ["bash", "-c", "head -c 1 >/dev/null; echo sink words; exit 5"],
+                source_what="src",
+                what="dst",
+                timeout=30,
+                log=log,
+            )
+        t0 = time.monotonic()
+        with pytest.raises(StepTimeout, match="dst: no result within 1s"):
+            run_piped(["sleep", "300"], ["cat"], source_what="src", what="dst", timeout=1, log=log)
+        assert time.monotonic() - t0 < 15  # the source was stopped with the sink, not waited for
+        with pytest.raises(StepError, match="src: no-such-tool-here is not installed"):
+            run_piped(["no-such-tool-here"], ["cat"], source_what="src", what="dst", timeout=30, log=log)
+    assert "source words" in (tmp_path / "log").read_text()  # the source's stderr is logged
+
+
 def test_host_debian_mirror_from_both_source_formats(tmp_path):
     (tmp_path / "sources.list.d").mkdir()
     (tmp_path / "sources.list").write_text(
@@ -144,6 +191,19 @@ def test_edf_install_goes_to_the_first_edf_path_dir(tmp_path):
     path = install_edf("x", 'image = "/abs/x.sqsh"\n', environ)
     assert path == first / "x.toml" and path.read_text() == 'image = "/abs/x.sqsh"\n'
     assert sorted(p.name for p in first.iterdir()) == ["x.toml"]  # no temporary left
+    assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+
+
+def test_edf_install_dir_is_the_first_one_an_edf_lookup_searches(tmp_path):
+    from cordee.images.edf import find_edf
+
+    environ = {"EDF_PATH": f"relative/edfs:{tmp_path / 'abs'}", "HOME": str(tmp_path)}
+    assert edf_dir(environ) == tmp_path / "abs"  # relative entries are skipped by the lookup too
+    path = install_edf("x", 'image = "/abs/x.sqsh"\n', environ)
+    assert find_edf("x", environ) == path
+    assert edf_dir({"HOME": str(tmp_path)}) == tmp_path / ".edf"
+    with pytest.raises(InputError, match="EDF_PATH=rel: no absolute directory"):
+        edf_dir({"EDF_PATH": "rel", "HOME": str(tmp_path)})
 
 
 def test_platform_checks():
@@ -240,3 +300,18 @@ def test_base_from_an_unreachable_mirror_fails_clearly_and_cleans_up(tmp_path):
         )
     assert "mirror.invalid" in (tmp_path / "build.log").read_text()
     assert list((tmp_path / "work").iterdir()) == [] and not podman.image_exists(base["tag"])
+
+
+@pytest.mark.podman
+def test_failed_base_tar_leaves_no_partial_base_image(tmp_path):
+    """podman import commits what it read even when tar failed; that image would be taken as the
+    base by the next build (ensure_base looks for the tag)."""
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed")
+    podman, tag = Podman(), "localhost/cordee-test/base-partial:0"
+    with (
+        open(tmp_path / "build.log", "w") as log,
+        pytest.raises(StepError, match="tar of the debootstrap root failed .*Cannot open"),
+    ):
+        base_mod._import_root(tmp_path / "missing-root", tag, podman, log)
+    assert not podman.image_exists(tag)

@@ -59,7 +59,11 @@ if not args.warm_base and podman.image_exists(plan["base"]["tag"]):
     podman.call("rmi", plan["base"]["tag"], timeout=300)
 t0 = time.perf_counter()
 cp = subprocess.run(
-    [cordee_bin, "image", "build", "cpu-ci", "--force", "--json"], env=env, capture_output=True, text=True
+    [cordee_bin, "image", "build", "cpu-ci", "--force", "--json"],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=3 * 3600,  # each step has its own limit (build.py); this bounds the whole command
 )
 cold_wall = time.perf_counter() - t0
 if cp.returncode != 0:

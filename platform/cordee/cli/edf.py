@@ -56,16 +56,21 @@ def register(sub, name: str, help_: str) -> None:
         "with its mounts, env, workdir, writable and entrypoint settings. Exit code: CMD's.",
         usage="cordee edf run [-h] [--timeout S] [--no-host-env] NAME_OR_FILE -- CMD ...",
     )
-    run.add_argument("--timeout", type=float, metavar="S", help="stop CMD after S seconds (default: none)")
-    run.add_argument(
+    _add_run_options(run)
+    run.add_argument("edf", metavar="NAME_OR_FILE")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD", help="the command, after '--'")
+    run.set_defaults(run=run_run)
+
+
+def _add_run_options(parser) -> None:
+    """The options of `edf run`: before NAME_OR_FILE (register) or between it and '--' (run_run)."""
+    parser.add_argument("--timeout", type=float, metavar="S", help="stop CMD after S seconds (default: none)")
+    parser.add_argument(
         "--no-host-env",
         dest="host_env",
         action="store_false",
         help="start from the image's environment only (CE, like a Slurm task, passes the host's)",
     )
-    run.add_argument("edf", metavar="NAME_OR_FILE")
-    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD", help="the command, after '--'")
-    run.set_defaults(run=run_run)
 
 
 def run_check(args) -> int:
@@ -106,43 +111,27 @@ def _count(n: int, word: str) -> str:
 def run_render(args) -> int:
     from pathlib import Path
 
+    from cordee.errors import InputError
+    from cordee.images.podman import write_atomic
     from cordee.images.render import render_edf
     from cordee.images.spec import find_root, load_spec
 
-    spec = load_spec(args.name)
-    name = spec.name
+    spec = load_spec(args.name)  # a spec given as a path needs no checkout when --sqsh is given
     sqsh = (
         Path(os.path.abspath(args.sqsh))
         if args.sqsh
-        else Path(find_root()).resolve() / "build" / name / f"{name}.sqsh"
+        else find_root() / "build" / spec.name / f"{spec.name}.sqsh"
     )
     text = render_edf(spec, sqsh)
     if args.out is None:
         sys.stdout.write(text)
         return 0
-    _write_atomic(Path(args.out), text)
+    try:
+        write_atomic(Path(args.out), text)
+    except OSError as e:
+        raise InputError(f"--out {args.out}: cannot write there: {e.strerror}") from None
     print(f"cordee: wrote {args.out}", file=sys.stderr)
     return 0
-
-
-def _write_atomic(path, text: str) -> None:
-    import tempfile
-
-    from cordee.errors import InputError
-
-    directory = path.parent if str(path.parent) else "."
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as e:
-        raise InputError(f"--out {path}: cannot write there: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; an EDF is read by srun as the user, shareable
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def run_run(args) -> int:
@@ -156,8 +145,7 @@ def run_run(args) -> int:
     elif cmd and cmd[0].startswith("-") and "--" in cmd:
         split = cmd.index("--")
         extra = Parser(prog="cordee edf run", add_help=False)
-        extra.add_argument("--timeout", type=float, metavar="S")
-        extra.add_argument("--no-host-env", dest="host_env", action="store_false")
+        _add_run_options(extra)
         ns = argparse.Namespace(timeout=args.timeout, host_env=args.host_env)
         ns = extra.parse_args(cmd[:split], ns)
         args.timeout, args.host_env = ns.timeout, ns.host_env

@@ -55,14 +55,14 @@ def register(sub, name: str, help_: str) -> None:
     build.set_defaults(run=run_build)
 
 
-def _names(args) -> list[str]:
+def _names(args, root) -> list[str]:
     from cordee.errors import InputError
-    from cordee.images.spec import find_root, list_specs
+    from cordee.images.spec import list_specs
 
     if args.all and args.names:
         raise InputError("give NAMEs or --all, not both")
     if args.all:
-        return list_specs(find_root())
+        return list_specs(root)
     if not args.names:
         raise InputError("no spec named (give NAME, or --all; cordee image list shows them)")
     return args.names
@@ -100,7 +100,7 @@ def run_validate(args) -> int:
     from cordee.images.spec import find_root, load_spec
 
     root = find_root()
-    for name in _names(args):
+    for name in _names(args, root):
         spec = load_spec(name, root)  # SpecError: exit 2, one line naming file and field
         print(f"{spec.name}: valid ({spec.kind}, {spec.path}, spec hash {spec.spec_hash[:12]})")
     return 0
@@ -114,7 +114,7 @@ def run_render(args) -> int:
     from cordee.images.spec import find_root, load_spec
 
     root = find_root()
-    names = _names(args)
+    names = _names(args, root)
     if args.out and len(names) != 1:
         raise InputError("--out takes one NAME (with --all each spec goes to build/NAME/)")
     for name in names:

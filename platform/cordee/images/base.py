@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO
 
 from cordee.errors import InputError
-from cordee.images.podman import Podman, StepError, StepTimeout, run_logged
+from cordee.images.podman import Podman, StepError, StepTimeout, run_logged, run_piped
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEBOOTSTRAP_TIMEOUT = 1800  # seconds: a minbase with python3 takes 2-4 min on a fast mirror
@@ -138,14 +138,9 @@ def ensure_base(
 
 
 def _import_root(root: Path, tag: str, podman: Podman, log: IO[str]) -> None:
-    tar = subprocess.Popen(
-        ["tar", "-C", str(root), "--numeric-owner", "-c", "."],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     try:
-        run_logged(
+        run_piped(
+            ["tar", "-C", str(root), "--numeric-owner", "-c", "."],
             [
                 podman.exe,
                 "import",
@@ -156,21 +151,14 @@ def _import_root(root: Path, tag: str, podman: Podman, log: IO[str]) -> None:
                 "-",
                 tag,
             ],
+            source_what=f"base {tag}: tar of the debootstrap root",
             what=f"podman import {tag}",
             timeout=IMPORT_TIMEOUT,
             log=log,
             env=podman.env,
-            stdin=tar.stdout,
         )
     except (StepError, StepTimeout):
-        tar.kill()
+        # podman import commits whatever it read before tar failed: a partial base must not be
+        # found by the next build's image_exists(tag)
+        podman.call("rmi", tag, check=False)
         raise
-    finally:
-        tar.stdout.close()
-        try:
-            rc = tar.wait(IMPORT_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            tar.kill()
-            rc = -9
-    if rc != 0:
-        raise StepError(f"base {tag}: tar of the debootstrap root failed (exit {rc})")

@@ -29,17 +29,29 @@ PIP_TIMEOUT = 1800
 LOCK_TIMEOUT = 3 * BUILD_TIMEOUT
 SCHEMA = "cordee.imagebuild/1"
 STEPS = 7
+MACHINES = {"linux/arm64": "aarch64", "linux/amd64": "x86_64"}  # podman platform -> uname -m
 
 
 def edf_dir(environ=os.environ) -> Path:
-    """First directory of $EDF_PATH (colon separated), default ~/.edf (as the Container Engine)."""
-    first = next((p for p in environ.get("EDF_PATH", "").split(":") if p), None)
-    return Path(first).expanduser() if first else Path(os.path.expanduser("~")) / ".edf"
+    """The first directory `srun --environment=NAME` searches (cordee.images.edf.find_edf too): the
+    first absolute entry of $EDF_PATH (colon separated; relative ones are skipped there), default
+    $HOME/.edf, as the Container Engine."""
+    entries = [p for p in environ.get("EDF_PATH", "").split(":") if p]
+    if not entries:
+        return Path(environ.get("HOME") or os.path.expanduser("~")) / ".edf"
+    first = next((p for p in entries if os.path.isabs(p)), None)
+    if first is None:
+        raise InputError(
+            f"EDF_PATH={environ['EDF_PATH']}: no absolute directory to install the EDF into "
+            "(relative entries are skipped when an EDF is looked up)"
+        )
+    return Path(first)
 
 
 def install_edf(name: str, text: str, environ=os.environ) -> Path:
     path = edf_dir(environ) / f"{name}.toml"
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, text)
     except OSError as e:
         raise InputError(
@@ -118,7 +130,7 @@ def check_platform(plan: dict) -> str | None:
     wanted = plan.get("platform")
     if not wanted or wanted == host_platform():
         return None
-    arch = {"linux/arm64": "aarch64", "linux/amd64": "x86_64"}.get(wanted, wanted.split("/")[-1])
+    arch = MACHINES.get(wanted, wanted.split("/")[-1])
     if not os.path.exists(f"/proc/sys/fs/binfmt_misc/qemu-{arch}"):
         raise InputError(
             f"image {plan['name']}: platform {wanted} differs from this machine ({host_platform()}) and no "
@@ -130,7 +142,7 @@ def check_platform(plan: dict) -> str | None:
 def _pip_platform_args(platform: str | None) -> list[str]:
     if not platform:
         return []
-    arch = {"linux/arm64": "aarch64", "linux/amd64": "x86_64"}[platform]
+    arch = MACHINES[platform]
     tags = [f"manylinux_2_{v}_{arch}" for v in (17, 28, 34)] + [f"manylinux2014_{arch}", f"linux_{arch}"]
     return [a for t in tags for a in ("--platform", t)] + ["--python-version=3.11", "--implementation=cp"]
 
@@ -208,12 +220,14 @@ def build_image(
         plan = render_image(spec, build_dir).plan
         if spec.kind == "uenv":
             return _uenv_summary(spec, plan, build_dir)
+        edf_dir(environ)  # a bad EDF_PATH fails now, not after the build
         podman = Podman(environ)
         if not podman.available():
             raise InputError(f"image {spec.name}: podman is not installed (apt-get install podman runc)")
         sqsh = Path(plan["sqsh"])
         hit = not force and cache_hit(plan, build_dir, podman)
         if hit:
+            built = read_built(build_dir)
             key = plan["content_key"][:12]
             _say(
                 spec.name,
@@ -223,21 +237,21 @@ def build_image(
         else:
             previous = read_built(build_dir).get("image_id")
             timings = _build(spec.name, plan, build_dir, root, podman, mirror=mirror, environ=environ)
+            image = podman.inspect_image(plan["tag"])
             built = {
                 "schema": "cordee.built/1",
                 "content_key": plan["content_key"],
                 "tag": plan["tag"],
                 "sqsh": str(sqsh),
                 "sqsh_bytes": sqsh.stat().st_size,
-                "image_bytes": podman.image_size(plan["tag"]),
-                "image_id": podman.inspect_image(plan["tag"])["Id"],
+                "image_bytes": int(image.get("Size", 0)),
+                "image_id": image["Id"],
                 "timings": timings,
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
             write_atomic(build_dir / ".built", json.dumps(built, indent=2, sort_keys=True) + "\n")
             if previous and previous != built["image_id"]:  # each rebuild leaves a ~1 GB image behind
                 podman.call("rmi", previous, check=False)
-        built = read_built(build_dir)
         edf = install_edf(spec.name, render_edf(spec, sqsh), environ)
         _say(
             spec.name,

@@ -22,8 +22,8 @@ import uuid
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from cordee.errors import EXIT_UNKNOWN, CordeeError, InputError
-from cordee.images.podman import Podman
+from cordee.errors import InputError
+from cordee.images.podman import Podman, StepError, StepTimeout, cache_dir
 from cordee.images.squashfs import read_image_env, read_image_workdir
 
 MOUNT_TIMEOUT = 60
@@ -54,8 +54,8 @@ def image_config_env(inspect: dict) -> dict[str, str]:
     return {k: v for k, _, v in pairs if k}
 
 
-class RunTimeout(CordeeError):
-    exit_code = EXIT_UNKNOWN
+class RunTimeout(StepTimeout):
+    """CMD, or mounting its squashfs, ran past its time limit: exit 3."""
 
 
 def local_tag(reference: str) -> str:
@@ -148,11 +148,6 @@ def podman_argv(
     return [*argv, rootfs_or_tag, *command]
 
 
-def cache_dir(environ) -> Path:
-    cache = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "cordee" / "rootfs"
-
-
 def _run(argv: list[str], what: str, timeout: float) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
@@ -166,6 +161,7 @@ def _unmount(point: str) -> None:
     for argv in (["fusermount3", "-u", point], ["fusermount", "-u", point], ["umount", "-l", point]):
         if shutil.which(argv[0]) and _run(argv, f"unmount {point}", MOUNT_TIMEOUT).returncode == 0:
             return
+    raise StepError(f"cannot unmount the squashfs at {point}: undo it with `fusermount -u {point}`")
 
 
 @contextmanager
@@ -191,7 +187,7 @@ def squashfs_dir(sqsh: str, environ):
 def _unsquashed(sqsh: str, environ) -> Path:
     st = os.stat(sqsh)
     key = hashlib.sha256(f"{os.path.abspath(sqsh)}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:20]
-    target = cache_dir(environ) / key
+    target = cache_dir(environ, "rootfs") / key
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -268,13 +264,13 @@ def run_edf(
                 terminal=terminal,
             )
         argv[0] = podman.exe
+        stop_s = 5  # --rm has removed the container, unless podman itself was stopped (Ctrl-C)
         try:
             return subprocess.run(argv, env=podman.env, timeout=timeout).returncode
         except subprocess.TimeoutExpired:
-            # the podman client is gone, the container may not be: remove it by name
-            podman.call("rm", "-f", "-t", "0", name, check=False)
+            stop_s = 0  # the podman client is gone, the container may not be: remove it by name now
             raise RunTimeout(
                 f"EDF {edf.path}: {' '.join(cmd)} did not finish within {timeout:.0f}s; stopped"
             ) from None
         finally:
-            podman.call("rm", "-f", "-i", "--time", "5", name, check=False, timeout=60)
+            podman.call("rm", "-f", "-i", "--time", str(stop_s), name, check=False, timeout=60)

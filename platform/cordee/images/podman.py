@@ -1,5 +1,5 @@
-"""The podman driver: the containers.conf a host needs, logged subprocesses with timeouts, and the
-few podman calls the build and `cordee edf run` make.
+"""The podman driver: the containers.conf a host needs, logged subprocesses (alone or piped) with
+timeouts, atomic file writes, and the few podman calls the build and `cordee edf run` make.
 
 crun refuses hosts with legacy or hybrid cgroups, and podman's default ulimits (nofile=1048576)
 are above the hard limits of many hosts, so runc fails to start the container ("error setting
@@ -19,12 +19,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from cordee.errors import EXIT_UNKNOWN, CordeeError
+from cordee.errors import EXIT_UNKNOWN, CordeeError, InputError
 
 QUERY_TIMEOUT = 60  # podman image exists/inspect, create, rm: seconds
 KILL_GRACE = 10  # SIGTERM, then SIGKILL after this many seconds
@@ -83,16 +85,26 @@ def needs_own_conf(mode: str | None = None, has_crun: bool | None = None) -> boo
     return mode != "unified" or not has_crun
 
 
-def conf_dir(environ) -> Path:
-    cache = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "cordee" / "podman"
+def cache_dir(environ, name: str) -> Path:
+    """$XDG_CACHE_HOME/cordee/NAME (default ~/.cache/cordee/NAME): podman's containers.conf, the
+    unpacked squashfs images of `cordee edf run`."""
+    home = environ.get("HOME") or os.path.expanduser("~")
+    return Path(environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"), "cordee", name)
 
 
 def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write `text` to a temporary file beside `path`, then rename it over `path` (mode 0644: EDFs
+    and build files are read by the user's other tools). Nothing is left behind on failure; the
+    directory must exist. Raises OSError."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def podman_environ(environ=None, *, needed: bool | None = None) -> dict[str, str]:
@@ -101,10 +113,17 @@ def podman_environ(environ=None, *, needed: bool | None = None) -> dict[str, str
     env = dict(os.environ if environ is None else environ)
     if env.get("CONTAINERS_CONF") or not (needs_own_conf() if needed is None else needed):
         return env
-    path = conf_dir(env) / "containers.conf"
+    path = cache_dir(env, "podman") / "containers.conf"
     text = containers_conf_text()
-    if not path.is_file() or path.read_text() != text:
-        write_atomic(path, text)
+    try:
+        if not path.is_file() or path.read_text() != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, text)
+    except OSError as e:
+        raise InputError(
+            f"cannot write {path} (podman's configuration for this host): {e.strerror}; "
+            "set XDG_CACHE_HOME to a writable directory, or CONTAINERS_CONF to your own file"
+        ) from None
     env["CONTAINERS_CONF"] = str(path)
     return env
 
@@ -113,7 +132,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):  # gone already, or nothing left we may signal
             return
         try:
             proc.wait(KILL_GRACE)
@@ -161,11 +180,11 @@ def run_logged(
     timer = threading.Timer(timeout, expire)
     timer.daemon = True
     timer.start()
-    tail: list[str] = []
+    tail: deque[str] = deque(maxlen=5)
     try:
         for line in proc.stdout:
             log.write(line)
-            tail = (tail + [line.rstrip()])[-5:]
+            tail.append(line.rstrip())
             if show(line):
                 print(f"  {line.rstrip()}", file=sys.stderr, flush=True)
         rc = proc.wait()
@@ -180,6 +199,51 @@ def run_logged(
     if rc != 0:
         last = " | ".join(t for t in tail if t.strip())
         raise StepError(f"{what} failed (exit {rc}): {last} (full log: {log.name})")
+
+
+def run_piped(
+    source: list[str],
+    argv: list[str],
+    *,
+    source_what: str,
+    what: str,
+    timeout: float,
+    log: IO[str],
+    source_env: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+) -> None:
+    """`source | argv` (tar into podman import, podman export into tar). argv runs under run_logged:
+    its output logged, its timeout, and its error reported first (a source stopped by the closed
+    pipe would only echo it). source's stderr goes to the log and into a StepError of its own. On
+    any failure the source is stopped with its process group."""
+    log.write(f"\n== {source_what}: {' '.join(source)}\n")
+    log.flush()
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as err:
+        try:
+            producer = subprocess.Popen(
+                source, stdout=subprocess.PIPE, stderr=err, env=source_env, start_new_session=True
+            )
+        except FileNotFoundError as e:
+            raise StepError(f"{source_what}: {source[0]} is not installed ({e.strerror})") from None
+        try:
+            run_logged(argv, what=what, timeout=timeout, log=log, env=env, stdin=producer.stdout)
+        except BaseException:
+            _kill_group(producer)
+            raise
+        finally:
+            producer.stdout.close()
+        try:
+            rc = producer.wait(QUERY_TIMEOUT)  # argv read to the end: the source is finishing
+        except subprocess.TimeoutExpired:
+            _kill_group(producer)
+            rc = -signal.SIGKILL if producer.returncode is None else producer.returncode
+        err.seek(0)
+        text = err.read()
+    log.write(text)
+    log.flush()
+    if rc != 0:
+        last = " ".join(text.split())[-300:]
+        raise StepError(f"{source_what} failed (exit {rc}): {last} (full log: {log.name})")
 
 
 class Podman:
@@ -212,9 +276,6 @@ class Podman:
 
     def inspect_image(self, ref: str) -> dict:
         return json.loads(self.call("image", "inspect", ref).stdout)[0]
-
-    def image_size(self, ref: str) -> int:
-        return int(self.inspect_image(ref).get("Size", 0))
 
     def build(
         self,

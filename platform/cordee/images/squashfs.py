@@ -13,12 +13,11 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import IO
 
-from cordee.images.podman import Podman, StepError, StepTimeout, run_logged
+from cordee.images.podman import Podman, run_logged, run_piped
 
 EXPORT_TIMEOUT = 1800  # seconds: export + mksquashfs of a few GB on 2 cores is ~5 min
 
@@ -138,7 +137,7 @@ def export_squashfs(
 
 
 def _export_with_podman(podman: Podman, tag: str, tmp: Path, *, log: IO[str], timeout: float) -> None:
-    cid = podman.call("create", tag, "/bin/true").stdout.strip()
+    cid = podman.call("create", "--pull=never", tag, "/bin/true").stdout.strip()  # local images only
     rootfs = Path(tempfile.mkdtemp(prefix=".rootfs-", dir=tmp.parent))
     try:
         _untar_container(podman, cid, rootfs, log=log, timeout=timeout)
@@ -157,41 +156,24 @@ def _export_with_podman(podman: Podman, tag: str, tmp: Path, *, log: IO[str], ti
 
 
 def _untar_container(podman: Podman, cid: str, rootfs: Path, *, log: IO[str], timeout: float) -> None:
-    export = subprocess.Popen(
+    # --anchored: only the top-level dev/ is skipped (the runtime provides /dev), not every dev/
+    tar = [
+        "tar",
+        "-C",
+        str(rootfs),
+        "--numeric-owner",
+        "-xpf",
+        "-",
+        "--anchored",
+        "--exclude=dev/*",
+        "--exclude=./dev/*",
+    ]
+    run_piped(
         [podman.exe, "export", cid],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=podman.env,
-        start_new_session=True,
+        tar,
+        source_what=f"podman export {cid[:12]}",
+        what=f"podman export {cid[:12]} | tar -x",
+        timeout=timeout,
+        log=log,
+        source_env=podman.env,
     )
-    try:
-        # --anchored: only the top-level dev/ is skipped (the runtime provides /dev), not every dev/
-        tar = [
-            "tar",
-            "-C",
-            str(rootfs),
-            "--numeric-owner",
-            "-xpf",
-            "-",
-            "--anchored",
-            "--exclude=dev/*",
-            "--exclude=./dev/*",
-        ]
-        run_logged(
-            tar, what=f"podman export {cid[:12]} | tar -x", timeout=timeout, log=log, stdin=export.stdout
-        )
-    except (StepError, StepTimeout):
-        export.kill()
-        raise
-    finally:
-        export.stdout.close()
-        try:
-            export.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            export.kill()
-        err = export.stderr.read().decode(errors="replace")
-        export.stderr.close()
-    if export.returncode != 0:
-        raise StepError(
-            f"podman export {cid[:12]} failed (exit {export.returncode}): {' '.join(err.split())[-300:]}"
-        )
