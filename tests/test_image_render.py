@@ -251,6 +251,48 @@ def test_edf_check_accepts_rendered_edfs(tmp_path: Path):
         assert not [f for f in report.findings if f.severity == "error"], report.findings
 
 
+BROKEN_RECIPES = {
+    "template missing": ("cpu-ci", "edf/edf.toml.j2", None, "cannot read this recipe file"),
+    "package.py missing": (
+        "pytorch-uenv-gh200",
+        "uenv/repo/packages/py-cordee/package.py",
+        None,
+        "cannot read this recipe file",
+    ),
+    "template syntax": ("cpu-ci", "edf/edf.toml.j2", b"{% if %}\n", "template error: Expected an expression"),
+    "template not UTF-8": ("cpu-ci", "containerfile/Containerfile.j2", b"\xff\n", "template error: 'utf-8'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_RECIPES))
+def test_a_broken_recipes_folder_is_one_clear_error(root: Path, tmp_path: Path, case: str):
+    """A recipes/ folder next to a spec that lacks a file or holds a bad template: exit 2 and one
+    line naming the file, from `image render` (content key first) and `edf render` alike."""
+    name, rel, text, expected = BROKEN_RECIPES[case]
+    if text is None:
+        (root / "recipes" / rel).unlink()
+    else:
+        (root / "recipes" / rel).write_bytes(text)
+    commands = [["image", "render", name, "--out", str(tmp_path / "out")]]
+    if rel.startswith("edf/"):
+        commands.append(["edf", "render", name])
+    env = {k: v for k, v in os.environ.items() if k != "CORDEE_ROOT"}
+    for args in commands:
+        result = subprocess.run(
+            [sys.executable, "-m", "cordee", *args],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, (args, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.stderr, (args, result.stderr)
+        assert lines[0].startswith(f"cordee: error: {root / 'recipes' / rel}: "), lines[0]
+        assert expected in lines[0] or args[0] == "edf", lines[0]  # edf render: Jinja2's own words
+
+
 def test_uenv_spec_has_no_edf():
     from cordee.images.spec import SpecError
 

@@ -295,6 +295,27 @@ BAD = {
         _set("edf.mounts", ["/a:b"]),
         "'edf.mounts[0]': destination 'b' must be an absolute path",
     ),
+    # what `cordee edf check` refuses in the rendered EDF is refused in the spec already
+    "unknown mount flag": (
+        "cpu-ci",
+        _set("edf.mounts", ["/a:/b:ro+foo"]),
+        "'edf.mounts[0]': unknown mount flag 'foo'",
+    ),
+    "mount target with ..": (
+        "cpu-ci",
+        _set("edf.mounts", ["/a:/b/../c:ro"]),
+        "'edf.mounts[0]': destination '/b/../c' must not contain '..'",
+    ),
+    "annotation value edf check refuses": (
+        "cpu-ci",
+        _set("edf.annotations", {"com.hooks.ssh.enabled": "yes"}),
+        "field 'edf.annotations.com.hooks.ssh.enabled': 'yes' is not allowed",
+    ),
+    "ssh hook in a read-only container": (
+        "cpu-ci",
+        _set("edf", {"writable": False, "annotations": {"com.hooks.ssh.enabled": "true"}}),
+        "field 'edf.writable': com.hooks.ssh needs a writable container",
+    ),
     "hook annotation by hand": (
         "cpu-ci",
         _set("edf.annotations", {"com.hooks.cxi.enabled": "true"}),
@@ -357,6 +378,11 @@ def test_bad_spec_is_one_clear_error(root: Path, case: str):
         ("", "field '(top level)': must be a mapping"),
         ("- a list\n", "field '(top level)': must be a mapping"),
         (b"kind: \xff\xfe\n", "not UTF-8 (invalid start byte at byte 6)"),
+        # only YAML's safe tags: a Python object tag is refused, not constructed
+        (
+            "kind: !!python/object/apply:os.getcwd []\n",
+            "line 1, column 7: not valid YAML: could not determine",
+        ),
     ],
 )
 def test_unparsable_spec(root: Path, text: str | bytes, expected: str):

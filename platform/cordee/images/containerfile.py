@@ -108,13 +108,14 @@ def container_files(spec: ImageSpec, key: str) -> tuple[dict[str, bytes], dict]:
     data = spec.data
     sources = built_sources(data)
     commands, wheelhouse = python_commands(data)
+    base = base_plan(data["base"])
     net = data["network"]
     path_prepend = [f"{data['python']['venv']}/bin"] if data["python"]["venv"] else []
     if any(s["component"] == "nccl-tests" for s in sources):
         path_prepend.append(f"{net['prefix']}/bin")
     context = {
         **header(spec),
-        "base_ref": base_plan(data["base"]).get("tag") or data["base"]["image"],
+        "base_ref": base.get("tag") or base["ref"],
         "apt_packages": data["apt_packages"],
         "builtin_netstack": net["stack"] == "builtin",
         "sources": sources,
@@ -139,7 +140,7 @@ def container_files(spec: ImageSpec, key: str) -> tuple[dict[str, bytes], dict]:
         data["python"]["source"] == "index" and bool(data["python"]["requirements"])
     )
     plan = {
-        "base": base_plan(data["base"]),
+        "base": base,
         "wheelhouse": wheelhouse,
         "platform": data["base"]["platform"],
         "build_network": build_network,

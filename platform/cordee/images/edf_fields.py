@@ -75,9 +75,12 @@ def is_path(value: str) -> bool:
     return value.startswith(("/", "./", "../")) or value in (".", "..")
 
 
-def absolute(value: str) -> str:
-    """Relative paths are relative to the caller's working directory, not to the EDF (edf.md)."""
-    return os.path.normpath(os.path.join(os.getcwd(), value))
+def resolve_relative(value: str) -> str:
+    """A ./ or ../ path made absolute against the caller's working directory, not the EDF's
+    folder (edf.md); any other value is returned as it is."""
+    if is_path(value) and value.startswith("."):
+        return os.path.normpath(os.path.join(os.getcwd(), value))
+    return value
 
 
 def parse_mount(text: str) -> tuple[Mount | None, list[Problem]]:
@@ -109,8 +112,7 @@ def parse_mount(text: str) -> tuple[Mount | None, list[Problem]]:
         )
     if "ro" in flags and "rw" in flags:
         problems.append(("warning", "both 'ro' and 'rw': the later one wins"))
-    if src.startswith(".") and is_path(src):
-        src = absolute(src)
+    src = resolve_relative(src)
     if flags == (SQSH,):
         problems.extend(_squashfs_file(src, "squashfs mount source"))
     return Mount(src, dst, flags), problems
@@ -137,7 +139,7 @@ def check_image(image: str) -> tuple[str, list[Problem]]:
     if image == "":
         return image, []
     if is_path(image):
-        path = absolute(image) if image.startswith(".") else image
+        path = resolve_relative(image)
         return path, _squashfs_file(path, "image")
     if IMAGE_REF.fullmatch(image) is None:
         return image, [

@@ -116,8 +116,7 @@ class _Parser:
         workdir = self._expand("workdir", value)
         if workdir is None:
             return
-        if fields.is_path(workdir) and workdir.startswith("."):
-            workdir = fields.absolute(workdir)
+        workdir = fields.resolve_relative(workdir)
         if not workdir.startswith("/"):
             self._add("workdir", [("error", f"'{workdir}' must be an absolute path")])
         self.own["workdir"] = workdir

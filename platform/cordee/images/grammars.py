@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+from cordee.images.edf_fields import BIND_FLAGS, SQSH
 from cordee.images.fields import Str
 
 NAME_RE = r"[a-z0-9]+(?:[._-][a-z0-9]+)*"  # image name = a podman repository path component
@@ -95,8 +96,17 @@ def _mount(value: str) -> str | None:
         return "a mount without DST needs an absolute SRC"
     if len(parts) >= 2 and not parts[1].startswith("/"):
         return f"destination {parts[1]!r} must be an absolute path"
-    if len(parts) == 3 and not re.fullmatch(r"[a-z0-9]+(?:\+[a-z0-9]+)*", parts[2]):
-        return f"flags {parts[2]!r} must be lowercase words joined by '+' (e.g. ro, sqsh, ro+private)"
+    dst = parts[1] if len(parts) >= 2 else parts[0]
+    if ".." in dst.split("/"):  # as `cordee edf check` (edf_fields.parse_mount) refuses it
+        return f"destination {dst!r} must not contain '..'"
+    if len(parts) == 3:
+        if not re.fullmatch(r"[a-z0-9]+(?:\+[a-z0-9]+)*", parts[2]):
+            return f"flags {parts[2]!r} must be lowercase words joined by '+' (e.g. ro, sqsh, ro+private)"
+        # The flag table of `cordee edf check` (Enroot's mount options and CE's sqsh): any other
+        # flag would render an EDF that the check and the Container Engine refuse.
+        for flag in parts[2].split("+"):
+            if flag != SQSH and flag not in BIND_FLAGS:
+                return f"unknown mount flag {flag!r} (Enroot's options such as ro, private, nosuid; or sqsh)"
     return None
 
 

@@ -49,17 +49,9 @@ def containerfile_value(value: object) -> str:
 
 
 def toml_string(value: object) -> str:
-    """A TOML basic string."""
-    out = ['"']
-    for ch in _guard(value):
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:  # unreachable after _guard; kept for the format's sake
-            out.append(f"\\u{ord(ch):04X}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
+    """A TOML basic string: backslash and double quote escaped. The control characters that
+    would need \\uXXXX escapes never get here (_guard refuses them)."""
+    return '"' + _guard(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def toml_bool(value: object) -> str:

@@ -22,11 +22,11 @@ from cordee.images.containerfile import CONTAINERFILE, SCRIPTS, container_files,
 from cordee.images.quoting import QuotingError, edf_literal
 from cordee.images.spec import ImageSpec, SpecError, canonical_json
 from cordee.images.templating import (
-    environment,
     header,
     literal_env,
-    profile_env,
+    read_recipe,
     recipes_dir,
+    referenced_templates,
     render_template,
 )
 from cordee.images.uenvrecipe import PACKAGE_PY, UENV_TEMPLATES, uenv_files
@@ -72,25 +72,26 @@ def render_edf(spec: ImageSpec, sqsh_path: Path) -> str:
     return render_template(spec, EDF_TEMPLATE, context)
 
 
-def _template_files(spec: ImageSpec) -> list[str]:
-    """Every file under recipes/ this spec's rendering reads (templates, scripts, package.py)."""
-    from jinja2 import meta
-
+def _recipe_files(spec: ImageSpec) -> dict[str, bytes]:
+    """Every file under recipes/ this spec's rendering reads (templates, scripts, package.py), by
+    path relative to recipes/."""
     recipes = recipes_dir(spec)
     names = [CONTAINERFILE, EDF_TEMPLATE] if spec.kind == "container" else [*UENV_TEMPLATES.values()]
-    env, seen = environment(str(recipes)), set()
+    files: dict[str, bytes] = {}
     while names:
         name = names.pop()
-        if name not in seen:
-            seen.add(name)
-            source = env.loader.get_source(env, name)[0]
-            names.extend(ref for ref in meta.find_referenced_templates(env.parse(source)) if ref)
+        if name not in files:
+            files[name] = read_recipe(recipes, name)
+            names.extend(referenced_templates(recipes, name, files[name]))
     if spec.kind == "uenv":
-        extra = [recipes / PACKAGE_PY]
+        extra = [PACKAGE_PY]
+    elif uses_scripts(spec.data):
+        extra = [p.relative_to(recipes).as_posix() for p in (recipes / SCRIPTS).glob("*.sh")]
     else:
-        extra = list((recipes / SCRIPTS).glob("*.sh")) if uses_scripts(spec.data) else []
-    seen.update(p.relative_to(recipes).as_posix() for p in extra)
-    return sorted(seen)
+        extra = []
+    for rel in extra:
+        files[rel] = read_recipe(recipes, rel)
+    return files
 
 
 def _installs_cordee(spec: ImageSpec) -> bool:
@@ -110,10 +111,9 @@ def content_key(spec: ImageSpec) -> str:
     feed("format", b"cordee.content-key/1")
     feed("spec", spec.spec_hash.encode())
     feed("cordee", __version__.encode())
-    feed("profile", canonical_json(profile_env(spec)))
-    recipes = recipes_dir(spec)
-    for rel in _template_files(spec):
-        feed(f"recipes/{rel}", (recipes / rel).read_bytes())
+    feed("profile", canonical_json(spec.profile_env))
+    for rel, data in sorted(_recipe_files(spec).items()):
+        feed(f"recipes/{rel}", data)
     if _installs_cordee(spec):
         for rel, path in source_files():
             feed(f"cordee/{rel}", path.read_bytes())

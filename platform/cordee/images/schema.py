@@ -163,8 +163,13 @@ CONTAINER = Struct(
 MPI_IMPLEMENTATIONS = ("cray-mpich", "mpich", "mvapich2")  # stackinator 4.0 Recipe.valid_mpi_specs
 
 
+def _package(spack_spec: str) -> str:
+    """The package a (validated) Spack spec names: "py-torch@2.3 +cuda" -> "py-torch"."""
+    return spack_spec.split("@")[0].split(" ")[0]
+
+
 def _mpi_check(mpi: dict, path: str) -> None:
-    if mpi["spec"].split("@")[0].split(" ")[0] not in MPI_IMPLEMENTATIONS:
+    if _package(mpi["spec"]) not in MPI_IMPLEMENTATIONS:
         raise Invalid(
             f"{path}.spec",
             f"{mpi['spec']!r} is not an MPI stackinator 4.0 knows",
@@ -230,7 +235,7 @@ def check_cross_fields(data: dict, profile_env: dict[str, str], profile: str) ->
             )
     if data["kind"] == "uenv":
         for i, spec in enumerate(data["uenv"]["environment"]["specs"]):
-            if spec.split("@")[0].split(" ")[0] == "py-cordee":
+            if _package(spec) == "py-cordee":
                 raise Invalid(
                     f"uenv.environment.specs[{i}]", "py-cordee is added by cordee itself", "other specs"
                 )
@@ -273,9 +278,26 @@ def check_cross_fields(data: dict, profile_env: dict[str, str], profile: str) ->
                 raise Invalid(
                     f"edf.annotations.{key}", f"is also a table in {other!r} (TOML cannot hold both)"
                 )
+    _check_edf_rules(data["edf"])
     for key in data["labels"]:
         if key.startswith("org.cordee.") or key in (
             "org.opencontainers.image.title",
             "org.opencontainers.image.description",
         ):
             raise Invalid(f"labels.{key}", "is set by cordee", "other label keys")
+
+
+def _check_edf_rules(edf: dict) -> None:
+    """What `cordee edf check` refuses in the rendered EDF, refused here by its own rules (annotation
+    values, hooks that need a writable container). A value holding ${VAR} is CE's to expand: the
+    check of the installed EDF sees the result."""
+    from cordee.images.edf_fields import check_annotation, check_merged
+
+    for key, value in edf["annotations"].items():
+        if "$" not in value:
+            for severity, message in check_annotation(key, value):
+                if severity == "error":
+                    raise Invalid(f"edf.annotations.{key}", message)
+    for field, severity, message in check_merged("", edf["writable"], edf["env"], edf["annotations"]):
+        if severity == "error":
+            raise Invalid(f"edf.{field}", message)

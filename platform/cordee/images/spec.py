@@ -34,6 +34,7 @@ class ImageSpec(NamedTuple):
     kind: str  # "container" | "uenv"
     data: dict  # validated, defaults filled; treat as read-only
     spec_hash: str  # sha256 hex of canonical_json(data)
+    profile_env: dict[str, str]  # the fabric profile's variables, read once here; treat as read-only
 
 
 def canonical_json(data: Any) -> bytes:
@@ -82,8 +83,17 @@ def _read_yaml(path: Path) -> Any:
         raise SpecError(f"{path}: {len(raw)} bytes; a spec is at most {_MAX_BYTES}")
     try:
         text = raw.decode("utf-8")
-        _reject_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), path)
-        return yaml.safe_load(text)
+        # What yaml.safe_load does (same SafeLoader), with the node tree checked before it is built:
+        # one parse instead of compose() for the check and safe_load() for the values.
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:  # an empty document
+                return None
+            _reject_duplicate_keys(node, path)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
     except UnicodeDecodeError as e:
         raise SpecError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
     except yaml.YAMLError as e:
@@ -178,4 +188,5 @@ def load_spec(name_or_path: str, root: Path | None = None) -> ImageSpec:
         check_cross_fields(data, profile_env, data["fabric_profile"])
     except Invalid as e:
         raise SpecError(f"{path}: {e.message()}") from None
-    return ImageSpec(name, path, kind, data, hashlib.sha256(canonical_json(data)).hexdigest())
+    spec_hash = hashlib.sha256(canonical_json(data)).hexdigest()
+    return ImageSpec(name, path, kind, data, spec_hash, profile_env)

@@ -9,7 +9,7 @@ import json
 
 from cordee import __version__
 from cordee.images.spec import ImageSpec
-from cordee.images.templating import header, literal_env, recipes_dir, render_template
+from cordee.images.templating import header, literal_env, read_recipe, recipes_dir, render_template
 
 UENV_TEMPLATES = {
     "uenv/config.yaml": "uenv/config.yaml.j2",
@@ -39,7 +39,7 @@ def uenv_files(spec: ImageSpec) -> tuple[dict[str, bytes], dict]:
     }
     package = "uenv/repo/packages/py-cordee"
     archive = source_archive(f"cordee-{__version__}")
-    files[f"{package}/package.py"] = (recipes_dir(spec) / PACKAGE_PY).read_bytes()
+    files[f"{package}/package.py"] = read_recipe(recipes_dir(spec), PACKAGE_PY)
     files[f"{package}/cordee-{__version__}.tar.gz"] = archive
     source = {"version": __version__, "sha256": hashlib.sha256(archive).hexdigest()}
     files[f"{package}/source.json"] = (json.dumps(source, indent=2, sort_keys=True) + "\n").encode()
