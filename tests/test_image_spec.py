@@ -301,6 +301,11 @@ BAD = {
         _set("edf.mounts", ["/a:/b:ro+foo"]),
         "'edf.mounts[0]': unknown mount flag 'foo'",
     ),
+    "sqsh with other flags": (
+        "cpu-ci",
+        _set("edf.mounts", ["/d.sqsh:/data:sqsh+ro"]),
+        "'edf.mounts[0]': flags 'sqsh+ro': sqsh must be the only flag",
+    ),
     "mount target with ..": (
         "cpu-ci",
         _set("edf.mounts", ["/a:/b/../c:ro"]),

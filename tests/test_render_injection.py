@@ -343,7 +343,7 @@ TRICKY = "it's \"quoted\" $(id) `id` ${HOME} $HOME ; && | \\ \\' é 😀 # <<EOF
 VALID = {
     "env name": "Z_9",
     "label key": "io.example.k-1",
-    "edf mount": "${SCRATCH}/d e.sqsh:/data:sqsh+ro",
+    "edf mount": "${SCRATCH}/d e.sqsh:/data:sqsh",
     "edf workdir": "/work/a_b",
     "annotation key": "com.example.ssh.enabled",
     "base image": "localhost:5000/a/b@sha256:" + "0" * 64,

@@ -104,9 +104,12 @@ def _mount(value: str) -> str | None:
             return f"flags {parts[2]!r} must be lowercase words joined by '+' (e.g. ro, sqsh, ro+private)"
         # The flag table of `cordee edf check` (Enroot's mount options and CE's sqsh): any other
         # flag would render an EDF that the check and the Container Engine refuse.
-        for flag in parts[2].split("+"):
+        flags = parts[2].split("+")
+        for flag in flags:
             if flag != SQSH and flag not in BIND_FLAGS:
                 return f"unknown mount flag {flag!r} (Enroot's options such as ro, private, nosuid; or sqsh)"
+        if SQSH in flags and len(flags) > 1:  # as edf check: a squashfs mount takes no other flag
+            return f"flags {parts[2]!r}: sqsh must be the only flag"
     return None
 
 
