@@ -112,7 +112,7 @@ def run_render(args) -> int:
     from pathlib import Path
 
     from cordee.errors import InputError
-    from cordee.images.podman import write_atomic
+    from cordee.fileio import write_atomic
     from cordee.images.render import render_edf
     from cordee.images.spec import find_root, load_spec
 

@@ -22,7 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cordee.errors import InputError
-from cordee.images.podman import Podman, StepTimeout, host_platform, run_logged, write_atomic
+from cordee.fileio import write_atomic
+from cordee.images.podman import Podman, StepTimeout, host_platform, run_logged
 
 BUILD_TIMEOUT = 3600  # podman build: pip install of torch and friends, offline, ~2 min here
 PIP_TIMEOUT = 1800
@@ -207,7 +208,7 @@ def build_image(
     name: str, *, root: Path | None = None, force: bool = False, mirror: str | None = None, environ=None
 ) -> dict:
     """Build image NAME; returns the cordee.imagebuild/1 summary."""
-    from cordee.images.render import render_edf, render_image
+    from cordee.images.render import render_image
     from cordee.images.spec import find_root, load_spec
 
     environ = os.environ if environ is None else environ
@@ -252,7 +253,8 @@ def build_image(
             write_atomic(build_dir / ".built", json.dumps(built, indent=2, sort_keys=True) + "\n")
             if previous and previous != built["image_id"]:  # each rebuild leaves a ~1 GB image behind
                 podman.call("rmi", previous, check=False)
-        edf = install_edf(spec.name, render_edf(spec, sqsh), environ)
+        # the EDF render_image wrote next to the Containerfile, pointing at this very .sqsh
+        edf = install_edf(spec.name, (build_dir / plan["edf"]).read_text(), environ)
         _say(
             spec.name,
             STEPS,

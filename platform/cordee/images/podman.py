@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from cordee.errors import EXIT_UNKNOWN, CordeeError, InputError
+from cordee.fileio import write_atomic
 
 QUERY_TIMEOUT = 60  # podman image exists/inspect, create, rm: seconds
 KILL_GRACE = 10  # SIGTERM, then SIGKILL after this many seconds
@@ -90,21 +91,6 @@ def cache_dir(environ, name: str) -> Path:
     unpacked squashfs images of `cordee edf run`."""
     home = environ.get("HOME") or os.path.expanduser("~")
     return Path(environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"), "cordee", name)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it over `path` (mode 0644: EDFs
-    and build files are read by the user's other tools). Nothing is left behind on failure; the
-    directory must exist. Raises OSError."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def podman_environ(environ=None, *, needed: bool | None = None) -> dict[str, str]:

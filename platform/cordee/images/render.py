@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 from cordee import __version__
 from cordee.errors import InputError
+from cordee.fileio import write_atomic
 from cordee.images.containerfile import CONTAINERFILE, SCRIPTS, container_files, uses_scripts
 from cordee.images.quoting import QuotingError, edf_literal
 from cordee.images.spec import ImageSpec, SpecError, canonical_json
@@ -120,23 +120,15 @@ def content_key(spec: ImageSpec) -> str:
     return digest.hexdigest()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write through a temporary file and a rename; an unchanged file is left alone (mtime too)."""
+def _write_if_changed(path: Path, data: bytes) -> None:
+    """Atomic write; an unchanged file is left alone (mtime too)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         if path.read_bytes() == data:
             return
     except OSError:
         pass
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomic(path, data)
 
 
 def _previous_files(out_dir: Path) -> list[str]:
@@ -174,8 +166,8 @@ def render_image(spec: ImageSpec, out_dir: Path, *, sqsh_path: Path | None = Non
     }
     stale = set(_previous_files(out_dir)) - set(names)
     for rel, data in files.items():
-        _write_atomic(out_dir / rel, data)
-    _write_atomic(out_dir / "build.json", (json.dumps(plan, indent=2, sort_keys=True) + "\n").encode())
+        _write_if_changed(out_dir / rel, data)
+    _write_if_changed(out_dir / "build.json", (json.dumps(plan, indent=2, sort_keys=True) + "\n").encode())
     for rel in sorted(stale):  # left over from an earlier render of a different spec version
         (out_dir / rel).unlink(missing_ok=True)
     return Rendered(out_dir, names, spec.spec_hash, key, plan)

@@ -19,10 +19,10 @@ import argparse
 import os
 import re
 import sys
-import tempfile
 
 from cordee import __version__
 from cordee.errors import CordeeError, InputError
+from cordee.fileio import write_atomic
 from cordee.profiles.loader import Profile, load, names
 
 SUFFIX = ".env"
@@ -64,20 +64,6 @@ def render_envfile(profile: Profile) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: str, text: str) -> None:
-    d = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=d)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_envfiles(out_dir: str, profile_names: list[str], prune: bool = False) -> list[str]:
     """Write OUT_DIR/NAME.env for each name (atomically); with `prune`, remove the other `*.env`
     files there (the directory is cordee's own). Every profile is rendered before any file is
@@ -91,7 +77,7 @@ def write_envfiles(out_dir: str, profile_names: list[str], prune: bool = False) 
     for name, text in rendered.items():
         path = os.path.join(out_dir, name + SUFFIX)
         try:
-            _write_atomic(path, text)
+            write_atomic(path, text)
         except OSError as e:
             raise InputError(f"{path}: cannot write: {e.strerror or e}") from None
         written.append(path)
