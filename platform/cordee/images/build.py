@@ -37,10 +37,9 @@ def edf_dir(environ=os.environ) -> Path:
     """The first directory `srun --environment=NAME` searches (cordee.images.edf.find_edf too): the
     first absolute entry of $EDF_PATH (colon separated; relative ones are skipped there), default
     $HOME/.edf, as the Container Engine."""
-    entries = [p for p in environ.get("EDF_PATH", "").split(":") if p]
-    if not entries:
-        return Path(environ.get("HOME") or os.path.expanduser("~")) / ".edf"
-    first = next((p for p in entries if os.path.isabs(p)), None)
+    from cordee.images.edf import edf_search_path
+
+    first = next((p for p in edf_search_path(environ) if os.path.isabs(p)), None)
     if first is None:
         raise InputError(
             f"EDF_PATH={environ['EDF_PATH']}: no absolute directory to install the EDF into "

@@ -66,6 +66,13 @@ class EdfReport(NamedTuple):
         return not any(f.severity == "error" for f in self.findings)
 
 
+def edf_search_path(environ: Mapping[str, str]) -> list[str]:
+    """$EDF_PATH's entries in order (colon separated; run.md: only absolute ones are searched),
+    default ~/.edf. Lookup (find_edf) and install (build.edf_dir) both start here."""
+    home = environ.get("HOME") or os.path.expanduser("~")
+    return [d for d in environ.get("EDF_PATH", "").split(":") if d] or [os.path.join(home, ".edf")]
+
+
 def find_edf(name_or_path: str, environ: Mapping[str, str]) -> Path:
     """The EDF file for NAME or PATH, looked up as `srun --environment=` does (run.md)."""
     if not name_or_path:
@@ -75,10 +82,8 @@ def find_edf(name_or_path: str, environ: Mapping[str, str]) -> Path:
         if not path.is_file():
             raise EdfError(f"EDF file {path} not found")
         return path
-    home = environ.get("HOME") or os.path.expanduser("~")
-    dirs = [d for d in environ.get("EDF_PATH", "").split(":") if d] or [os.path.join(home, ".edf")]
     looked = []
-    for d in dirs:
+    for d in edf_search_path(environ):
         if not os.path.isabs(d):  # run.md: EDF_PATH lists absolute directories
             looked.append(f"{d} (ignored: not absolute)")
             continue
