@@ -33,13 +33,30 @@ dist.init_process_group("gloo", init_method="env://", timeout=datetime.timedelta
 t = torch.tensor([float(dist.get_rank() + 1)])
 dist.all_reduce(t)
 host = socket.gethostname()
-print(json.dumps({"rank": dist.get_rank(), "world": dist.get_world_size(),
-                  "local_rank": os.environ["LOCAL_RANK"], "node_rank": os.environ["NODE_RANK"],
-                  "node": host, "addr": socket.gethostbyname(host),
-                  "master": os.environ["MASTER_ADDR"] + ":" + os.environ["MASTER_PORT"],
-                  "sum": t.item()}), flush=True)
+line = json.dumps({"rank": dist.get_rank(), "world": dist.get_world_size(),
+                   "local_rank": os.environ["LOCAL_RANK"], "node_rank": os.environ["NODE_RANK"],
+                   "node": host, "addr": socket.gethostbyname(host),
+                   "master": os.environ["MASTER_ADDR"] + ":" + os.environ["MASTER_PORT"],
+                   "sum": t.item()})
+# one write per line: the local ranks share stdout, and print() writes the newline separately
+# when Python runs unbuffered (PYTHONUNBUFFERED reaches the container with the host environment)
+os.write(1, (line + "\\n").encode())
 dist.destroy_process_group()
 """
+
+
+def rank_rows(stdout: str) -> list[dict]:
+    """One JSON object per rank line; a garbled line (ranks writing over each other) is reported,
+    not a traceback, and makes the row count come up short."""
+    rows = []
+    for line in stdout.splitlines():
+        if line.startswith("{"):
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                print(f"demo: unreadable rank line: {line[:200]}", file=sys.stderr)
+    return rows
+
 
 COLUMNS = [
     ("rank", "rank"),
@@ -114,9 +131,7 @@ def container_step() -> int:
     except subprocess.TimeoutExpired as e:
         print(f"demo: {e.cmd[1:3]} did not finish within {e.timeout:.0f}s", file=sys.stderr)
         return 2
-    rows = sorted(
-        (json.loads(line) for line in cp.stdout.splitlines() if line.startswith("{")), key=lambda r: r["rank"]
-    )
+    rows = sorted(rank_rows(cp.stdout), key=lambda r: r["rank"])
     if rows:
         print(table(rows))
     if cp.returncode != 0 or not rows:
@@ -157,7 +172,7 @@ def main() -> int:
             t0 = time.monotonic()
             cp = cluster.srun([*args[:-1], ALL_REDUCE], timeout=180)
             elapsed = time.monotonic() - t0
-            rows = [json.loads(line) for line in cp.stdout.splitlines() if line.startswith("{")]
+            rows = rank_rows(cp.stdout)
             rows.sort(key=lambda r: r["rank"])
             if rows:
                 print(table(rows))
