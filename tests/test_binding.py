@@ -5,14 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from cordee.cluster.binding import (
+from cordee.errors import InputError
+from cordee.launch.binding import (
     format_cpulist,
     parse_cpulist,
     plan_binding,
     read_gpus,
     slurm_bound_cpus,
 )
-from cordee.errors import InputError
 
 
 def make_node(root: Path, gpus: list[tuple[str, str, int]], uuids=True) -> str:

@@ -1,4 +1,4 @@
-"""EDF checker (cordee.images.edf): real EDF files in temporary directories, real squashfs images
+"""EDF checker (cordee.edf.load): real EDF files in temporary directories, real squashfs images
 made by mksquashfs, lookup through $EDF_PATH, `${VAR}` expansion, inheritance chains and cycles.
 Examples are the ones of cscs-docs (container-engine/edf.md, run.md, resource-hook.md)."""
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from cordee.edf.expand import expand
+from cordee.edf.load import MAX_DEPTH, EdfError, Mount, check_edf, find_edf, load_edf
 from cordee.errors import InputError
-from cordee.images.edf import MAX_DEPTH, EdfError, Mount, check_edf, find_edf, load_edf
-from cordee.images.edf_expand import expand
 
 
 @pytest.fixture

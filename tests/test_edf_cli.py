@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cordee.images.edf import check_edf
+from cordee.edf.load import check_edf
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -154,7 +154,7 @@ def test_run_stops_at_the_first_edf_error(env):
 def test_run_passes_the_resolved_edf_and_cmd(env, monkeypatch, argv, timeout, cmd, host_env):
     """The CLI's own part: argument handling and load_edf; run_edf (podman) is tested in test_edf_run."""
     from cordee.cli import main
-    from cordee.images import edfrun
+    from cordee.edf import run as edfrun
 
     path = edf(env, "good", 'image = "ubuntu:24.04"\nworkdir = "/w"\n')
     calls = []

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from test_squashfs_export import MINI_TAG, make_mini_image, need_tools
 
+from cordee.edf.load import Edf, Mount, load_edf
+from cordee.edf.run import RunTimeout, local_tag, podman_argv, run_edf
 from cordee.errors import InputError
-from cordee.images.edf import Edf, Mount, load_edf
-from cordee.images.edfrun import RunTimeout, local_tag, podman_argv, run_edf
 from cordee.images.squashfs import export_squashfs
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,8 +16,8 @@ import sys
 import hostlist as pyhostlist
 import pytest
 
-from cordee.cluster.hostlist import MAX_HOSTS, MAX_RANGE, compress, expand
 from cordee.errors import InputError
+from cordee.launch.hostlist import MAX_HOSTS, MAX_RANGE, compress, expand
 
 SCONTROL = shutil.which("scontrol")
 needs_scontrol = pytest.mark.skipif(
@@ -188,7 +188,7 @@ def test_documented_cases_match_scontrol(scontrol, expr):
 
 @needs_scontrol
 def test_python_hostlist_disagrees_with_slurm_where_the_module_says(scontrol):
-    # If python-hostlist changes here, update the docstring of cordee/cluster/hostlist.py.
+    # If python-hostlist changes here, update the docstring of cordee/launch/hostlist.py.
     assert pyhostlist.expand_hostlist("n[1-2,1-2]") != scontrol("hostnames", "n[1-2,1-2]")
     e = "a[1-2]b[1-2]c[1-2]"
     assert pyhostlist.expand_hostlist(e) != scontrol("hostnames", e) == expand(e)

@@ -17,10 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cordee.errors import InputError
-from cordee.images import base as base_mod
-from cordee.images.build import cache_hit, check_platform, edf_dir, install_edf
-from cordee.images.podman import (
+from cordee.containers.podman import (
     Podman,
     StepError,
     StepTimeout,
@@ -30,6 +27,9 @@ from cordee.images.podman import (
     run_logged,
     run_piped,
 )
+from cordee.errors import InputError
+from cordee.images import base as base_mod
+from cordee.images.build import cache_hit, check_platform, edf_dir, install_edf
 
 ROOT = Path(__file__).resolve().parent.parent
 CORDEE = str(Path(sys.executable).with_name("cordee"))
@@ -195,7 +195,7 @@ def test_edf_install_goes_to_the_first_edf_path_dir(tmp_path):
 
 
 def test_edf_install_dir_is_the_first_one_an_edf_lookup_searches(tmp_path):
-    from cordee.images.edf import find_edf
+    from cordee.edf.load import find_edf
 
     environ = {"EDF_PATH": f"relative/edfs:{tmp_path / 'abs'}", "HOME": str(tmp_path)}
     assert edf_dir(environ) == tmp_path / "abs"  # relative entries are skipped by the lookup too
@@ -207,7 +207,7 @@ def test_edf_install_dir_is_the_first_one_an_edf_lookup_searches(tmp_path):
 
 
 def test_platform_checks():
-    from cordee.images.podman import host_platform
+    from cordee.containers.podman import host_platform
 
     assert check_platform({"name": "x", "platform": None}) is None
     assert check_platform({"name": "x", "platform": host_platform()}) is None

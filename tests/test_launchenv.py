@@ -2,7 +2,8 @@
 
 import pytest
 
-from cordee.cluster.launchenv import (
+from cordee.errors import InputError
+from cordee.launch.launchenv import (
     PORT_BASE,
     PORT_SPAN,
     derive_master_port,
@@ -10,7 +11,6 @@ from cordee.cluster.launchenv import (
     expand_local_ranks,
     parse_tasks_per_node,
 )
-from cordee.errors import InputError
 
 
 def slurm_env(**over):

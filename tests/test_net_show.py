@@ -190,7 +190,7 @@ def test_link_down_and_invisible_device_fail():
 # --- the child mechanism of the library queries (child.run_module) -----------------------------
 
 CHILDREN = {
-    "answers": "from cordee.interconnect.child import emit; emit({'nccl': {'version': '2.0.0'}})",
+    "answers": "from cordee.interconnect.child_protocol import emit; emit({'nccl': {'version': '2.0.0'}})",
     "not_an_object": "print('[1, 2]')",
     "bad_bytes": "import os, sys; os.write(2, b'warn \\xff\\xfe\\n'); sys.exit(1)",
     "segfaults": "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)",
@@ -218,7 +218,7 @@ def child_modules(tmp_path_factory) -> dict:
     ],
 )
 def test_run_module_turns_every_ending_into_a_doc_or_one_line(child_modules, module, doc, error):
-    from cordee.interconnect import child
+    from cordee.interconnect import child_protocol as child
 
     start = time.monotonic()
     res = child.run_module(module, [], environ=child_modules, timeout=1.0, what="q")

@@ -1,4 +1,4 @@
-"""cordee.interconnect.netplugin / netplugin_abi against real NCCL net plugins compiled here.
+"""cordee.interconnect.netplugin.resolve / probe_child against real NCCL net plugins compiled here.
 
 The C plugins under tests/netplugins/ are built with gcc at test time, one per ABI version,
 with property values that this file chooses; they are then found through NCCL's own
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import cordee
-from cordee.interconnect.netplugin import (
+from cordee.interconnect.netplugin.resolve import (
     ABI_VERSIONS,
     NetDevice,
     PluginError,
@@ -216,7 +216,7 @@ def env_for(directory: Path, plugin: str | None, **extra: str) -> dict[str, str]
 
 
 def test_ctypes_layouts_match_nccl_headers():
-    from cordee.interconnect import netplugin_abi as abi
+    from cordee.interconnect.netplugin import probe_child as abi
 
     def offsets(struct):
         return {name: getattr(struct, name).offset for name, *_ in struct._fields_}
@@ -289,7 +289,7 @@ def test_newest_understood_abi_is_used(built):
 def test_child_entry_point_prints_one_json_document(built):
     path = built / "v8" / "libnccl-net-fake.so"
     proc = subprocess.run(
-        [sys.executable, "-m", "cordee.interconnect.netplugin_abi", str(path)],
+        [sys.executable, "-m", "cordee.interconnect.netplugin.probe_child", str(path)],
         capture_output=True,
         text=True,
         timeout=30,
@@ -481,7 +481,7 @@ def test_file_that_is_not_a_library(built):
 
 
 def test_garbage_from_the_child_is_an_error_not_an_exception(built, monkeypatch):
-    from cordee.interconnect import netplugin
+    from cordee.interconnect.netplugin import resolve as netplugin
 
     monkeypatch.setattr(netplugin, "PROBE_MODULE", "this")  # prints the Zen of Python, exits 0
     report = probe_plugin(env_for(built / "v8", "fake"))

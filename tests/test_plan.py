@@ -1,8 +1,8 @@
 """The environment plan of `cordee launch`: what is set, kept and overridden, and why."""
 
-from cordee.cluster.binding import plan_binding
-from cordee.cluster.launchenv import detect
-from cordee.cluster.plan import plan_environment
+from cordee.launch.binding import plan_binding
+from cordee.launch.launchenv import detect
+from cordee.launch.plan import plan_environment
 
 SLURM = {
     "SLURM_JOB_ID": "77",

@@ -22,11 +22,10 @@ from dockerfile_parse import DockerfileParser
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from cordee.images import grammars
-from cordee.images.edf_layer import flatten
+from cordee.edf.layer import flatten
 from cordee.images.quoting import edf_literal
 from cordee.images.render import render_image
-from cordee.images.spec import SpecError, load_spec
+from cordee.images.spec import SpecError, grammars, load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 NASTY = [

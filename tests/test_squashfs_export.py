@@ -13,15 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from cordee.images.podman import Podman, StepError
-from cordee.images.squashfs import (
-    enroot_argv,
-    enroot_files,
-    export_squashfs,
-    mksquashfs_argv,
-    read_image_env,
-    read_image_workdir,
-)
+from cordee.containers.enroot_layout import enroot_files, read_image_env, read_image_workdir
+from cordee.containers.podman import Podman, StepError
+from cordee.images.squashfs import enroot_argv, export_squashfs, mksquashfs_argv
 
 pytestmark = pytest.mark.podman
 TOOLS = [

@@ -1,4 +1,4 @@
-"""Errors that the CLI turns into one clear line and an exit code (DESIGN.md: exit codes)."""
+"""Errors that the CLI turns into one clear line and an exit code (ARCHITECTURE.md: exit codes)."""
 
 EXIT_OK = 0
 EXIT_WARNING = 1

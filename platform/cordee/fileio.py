@@ -1,4 +1,4 @@
-"""Atomic file writes: a temporary file beside the target, then a rename (DESIGN: nothing is lost)."""
+"""Atomic file writes: a temporary file beside the target, then a rename (ARCHITECTURE.md: nothing is lost)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import hostlist as pyhostlist
 from common import print_table, time_command, write_result
 
-from cordee.cluster.hostlist import compress, expand
+from cordee.launch.hostlist import compress, expand
 
 NODES, CABINETS, SLOTS, REPEATS = 10_000, 8, 1300, 30
 SCONTROL = "/usr/bin/scontrol"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from common import print_table, time_command, write_result
 
-from cordee.images.podman import Podman
+from cordee.containers.podman import Podman
 from cordee.images.render import render_image
 from cordee.images.spec import find_root, list_specs, load_spec
 

@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from cordee.cluster.binding import plan_binding, read_gpus
+from cordee.launch.binding import plan_binding, read_gpus
 
 GPUS = read_gpus()
 pytestmark = [

@@ -1,8 +1,8 @@
 """`cordee edf check | render | run`: Environment Definition Files of the CSCS Container Engine.
 
-check: every problem of an EDF and of its bases (cordee.images.edf), exit 0 ok, 1 warnings, 2 errors.
+check: every problem of an EDF and of its bases (cordee.edf.load), exit 0 ok, 1 warnings, 2 errors.
 render: the EDF of an image spec (cordee.images.render), printed or written atomically.
-run: the EDF run locally through podman (cordee.images.edfrun), to try an environment before queuing.
+run: the EDF run locally through podman (cordee.edf.run), to try an environment before queuing.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _add_run_options(parser) -> None:
 
 
 def run_check(args) -> int:
-    from cordee.images.edf import check_edf, edf_as_dict
+    from cordee.edf.load import check_edf, edf_as_dict
 
     report = check_edf(args.edf, os.environ)
     errors = sum(f.severity == "error" for f in report.findings)
@@ -155,8 +155,8 @@ def run_run(args) -> int:
     if args.timeout is not None and args.timeout <= 0:
         raise UsageError("cordee edf run: --timeout must be a positive number of seconds")
 
-    from cordee.images.edf import load_edf
-    from cordee.images.edfrun import run_edf
+    from cordee.edf.load import load_edf
+    from cordee.edf.run import run_edf
 
     edf = load_edf(args.edf, os.environ)
     return run_edf(edf, cmd, environ=os.environ, timeout=args.timeout, host_env=args.host_env)

@@ -26,9 +26,9 @@ def register(sub, name: str, help_: str) -> None:
 
 def collect(environ: dict[str, str]) -> dict:
     from cordee import profiles
-    from cordee.cluster import binding as b
-    from cordee.cluster.launchenv import detect
     from cordee.errors import InputError
+    from cordee.launch import binding as b
+    from cordee.launch.launchenv import detect
 
     launch = detect(environ)
     gpus = b.read_gpus()

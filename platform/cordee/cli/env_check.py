@@ -70,7 +70,7 @@ def register(verbs) -> None:
 
 def run_check(args) -> int:
     from cordee import profiles
-    from cordee.cluster.launchenv import detect
+    from cordee.launch.launchenv import detect
     from cordee.profiles.check import check_environment
 
     profile_name = args.profile_name

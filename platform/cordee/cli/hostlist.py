@@ -1,5 +1,5 @@
 """`cordee hostlist expand EXPR` and `cordee hostlist compress HOST...`: Slurm's hostlist grammar,
-with the output of `scontrol show hostnames` / `scontrol show hostlist` (cordee.cluster.hostlist)."""
+with the output of `scontrol show hostnames` / `scontrol show hostlist` (cordee.launch.hostlist)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def _emit(expr: str, hosts: list[str], as_json: bool, text: str) -> None:
 
 
 def run_expand(args) -> int:
-    from cordee.cluster.hostlist import expand
+    from cordee.launch.hostlist import expand
 
     hosts = expand(args.expr)
     _emit(args.expr, hosts, args.as_json, "\n".join(hosts))
@@ -59,8 +59,8 @@ def run_expand(args) -> int:
 
 
 def run_compress(args) -> int:
-    from cordee.cluster.hostlist import compress, expand
     from cordee.errors import InputError
+    from cordee.launch.hostlist import compress, expand
 
     names: list[str] = []
     for arg in args.hosts:

@@ -42,8 +42,8 @@ def _profile_vars(name: str | None, nnodes: int) -> tuple[str | None, dict[str, 
 
 def _prepare(environ, launch, profile, bind, gpus):
     """Binding + environment plan for one rank; profile = (name, variables) from _profile_vars."""
-    from cordee.cluster.binding import plan_task_binding
-    from cordee.cluster.plan import plan_environment
+    from cordee.launch.binding import plan_task_binding
+    from cordee.launch.plan import plan_environment
 
     bnd = None
     if bind != "none":
@@ -54,7 +54,7 @@ def _prepare(environ, launch, profile, bind, gpus):
 def _report(prefix: str, bnd, plan, verbose: bool) -> None:
     if bnd is not None:
         gpu = f"GPU {bnd.gpu.pci_bus_id} (cuda:{bnd.device_index})" if bnd.gpu else "no GPU"
-        from cordee.cluster.binding import format_cpulist
+        from cordee.launch.binding import format_cpulist
 
         _log(prefix, f"binding: {bnd.mode}, {gpu}, CPUs {format_cpulist(bnd.cpus)} ({bnd.reason})")
     for a in plan.actions:
@@ -157,8 +157,8 @@ def run(args) -> int:
 
 def _launch(args, environ: dict[str, str], node: str) -> int:
     profile_name, nproc_per_node, bind = args.profile_name, args.nproc_per_node, args.bind
-    from cordee.cluster import binding as b
-    from cordee.cluster.launchenv import detect, expand_local_ranks
+    from cordee.launch import binding as b
+    from cordee.launch.launchenv import detect, expand_local_ranks
 
     argv = list(args.cmd)
     if argv and argv[0] == "--":
@@ -201,7 +201,7 @@ def _launch(args, environ: dict[str, str], node: str) -> int:
         sys.stderr.flush()
         os.execvpe(argv[0], argv, plan.env)  # no return: Slurm's signals now reach CMD directly
 
-    from cordee.cli.supervisor import RankProcess, start_rank, stop_all, supervise
+    from cordee.launch.supervisor import RankProcess, start_rank, stop_all, supervise
 
     if base.scheduler == "local" and base.master_port_source != "user":
         environ["MASTER_PORT"] = str(_free_port())

@@ -13,10 +13,10 @@ import os
 import sys
 
 from cordee.cli import UsageError, add_json_flag
+from cordee.interconnect import netreport
 from cordee.interconnect.netreport import SCHEMA, collect
 
 _EXIT = {"ok": 0, "info": 0, "warn": 1, "fail": 2}
-_MARK = {"ok": "ok  ", "info": "info", "warn": "WARN", "fail": "FAIL"}
 
 
 def register(sub, name: str, help_: str) -> None:
@@ -44,46 +44,10 @@ def register(sub, name: str, help_: str) -> None:
     show.set_defaults(run=run_show)
 
 
-def _plugin_lines(p: dict) -> list[str]:
-    lines = [f"plugin     {p.get('path') or '-'} (requested: {p.get('requested') or 'default'})"]
-    if p.get("abi_version"):
-        lines.append(f"           name {p.get('name')!r}, ncclNetPlugin_v{p['abi_version']}")
-    for d in p.get("devices") or []:
-        ptr = "+".join(d["ptr_support"]) or "-"
-        speed = f"{d['speed_mbps'] / 1000:g} Gb/s" if d.get("speed_mbps") else "speed 0"
-        lines.append(
-            f"  nic {d['index']}: {d['name']}  pci {d['pci_path'] or '-'}  ptr {ptr}  {speed}  "
-            f"port {d['port']}  latency {d['latency_us']:g} us  maxComms {d['max_comms']}"
-        )
-    return lines
-
-
-def render_text(doc: dict) -> str:
-    n, f = doc["nccl"], doc["libfabric"]
-    lines = [f"host       {doc['hostname']}"]
-    lines.append(f"nccl       {n.get('path', '-')} {n.get('version', '')}".rstrip())
-    lines += _plugin_lines(doc["plugin"])
-    lines.append(f"libfabric  {f.get('path', '-')} {f.get('version', '')}".rstrip())
-    seen = set()
-    for e in f.get("endpoints", []):
-        key = (e["provider"], e["domain"], e["ep_type"])
-        if key not in seen:
-            seen.add(key)
-            lines.append(f"  {e['provider']:<16} domain {e['domain']:<12} {e['ep_type']}")
-    for d in doc["cxi"]:
-        lines.append(
-            f"cxi        {d['name']} {d['dev_node'] or '(no /dev node)'} pci {d['pci_slot'] or '-'} "
-            f"link {d['link_state'] or '?'} {d['link_speed'] or ''} {d['netdev'] or ''}".rstrip()
-        )
-    lines.append("")
-    lines += [f"[{_MARK[v['level']]}] {v['item']:<9} {v['message']}" for v in doc["verdicts"]]
-    return "\n".join(lines)
-
-
 def run_show(args) -> int:
     # nan or inf would leave the children unbounded (nan even ends in a traceback)
     if not (math.isfinite(args.timeout) and args.timeout > 0):
         raise UsageError(f"cordee net show: --timeout {args.timeout:g}: must be a positive number of seconds")
     doc = collect(os.environ, timeout=args.timeout, provider=args.provider)
-    sys.stdout.write((json.dumps(doc, indent=2) if args.as_json else render_text(doc)) + "\n")
+    sys.stdout.write((json.dumps(doc, indent=2) if args.as_json else netreport.render_text(doc)) + "\n")
     return _EXIT[doc["status"]]

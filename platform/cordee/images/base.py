@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
+from cordee.containers.podman import Podman, StepError, StepTimeout, run_logged, run_piped
 from cordee.errors import InputError
-from cordee.images.podman import Podman, StepError, StepTimeout, run_logged, run_piped
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEBOOTSTRAP_TIMEOUT = 1800  # seconds: a minbase with python3 takes 2-4 min on a fast mirror

@@ -21,9 +21,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from cordee.containers.podman import Podman, StepTimeout, host_platform, run_logged
 from cordee.errors import InputError
 from cordee.fileio import write_atomic
-from cordee.images.podman import Podman, StepTimeout, host_platform, run_logged
 
 BUILD_TIMEOUT = 3600  # podman build: pip install of torch and friends, offline, ~2 min here
 PIP_TIMEOUT = 1800
@@ -34,10 +34,10 @@ MACHINES = {"linux/arm64": "aarch64", "linux/amd64": "x86_64"}  # podman platfor
 
 
 def edf_dir(environ=os.environ) -> Path:
-    """The first directory `srun --environment=NAME` searches (cordee.images.edf.find_edf too): the
+    """The first directory `srun --environment=NAME` searches (cordee.edf.load.find_edf too): the
     first absolute entry of $EDF_PATH (colon separated; relative ones are skipped there), default
     $HOME/.edf, as the Container Engine."""
-    from cordee.images.edf import edf_search_path
+    from cordee.edf.load import edf_search_path
 
     first = next((p for p in edf_search_path(environ) if os.path.isabs(p)), None)
     if first is None:

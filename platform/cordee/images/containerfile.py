@@ -7,8 +7,8 @@ from __future__ import annotations
 import hashlib
 
 from cordee import __version__
-from cordee.images.schema import COMPONENTS, NETSTACK
 from cordee.images.spec import ImageSpec, canonical_json
+from cordee.images.spec.schema import COMPONENTS, NETSTACK
 from cordee.images.templating import header, literal_env, recipes_dir, render_template
 
 CONTAINERFILE = "containerfile/Containerfile.j2"

@@ -1,6 +1,6 @@
 """Quoting filters for the templates: one per output format, each tested against that format's own
 parser (tests/test_render_injection.py). Values reach these filters already validated
-(images/fields.py rejects control and line-separator characters); the filters still refuse
+(images/spec/fields.py rejects control and line-separator characters); the filters still refuse
 anything that would break a line, so a validation gap fails loudly instead of injecting.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import shlex
 
-from cordee.images.fields import unsafe_char
+from cordee.images.spec.fields import unsafe_char
 
 
 class QuotingError(ValueError):

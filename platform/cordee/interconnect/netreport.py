@@ -1,7 +1,7 @@
 """What `cordee net show` reports: NCCL, its net plugin and NICs, libfabric, CXI devices and
 high-speed interfaces, each with a one-line verdict.
 
-The libraries are loaded in child processes (child.py) with a timeout, the plugin probe and the
+The libraries are loaded in child processes (child_protocol.py) with a timeout, the plugin probe and the
 libnccl and libfabric queries running side by side; sysfs is read here. Bad input, such as an
 override or NCCL_NET_PLUGIN path that does not exist, raises InputError before anything is loaded.
 """
@@ -58,10 +58,10 @@ def _result(job: tuple[threading.Thread, dict]):
 def _query(section: str, args: list[str], environ, timeout: float) -> dict:
     """One library in its own child: the three probes overlap, and libfabric's provider
     discovery (most of the wall time, as with `fi_info -l`) hides the others."""
-    from cordee.interconnect import child
+    from cordee.interconnect import child_protocol as child
 
     res = child.run_module(
-        "cordee.interconnect.query", args, environ=environ, timeout=timeout, what=f"{section} query"
+        "cordee.interconnect.library_child", args, environ=environ, timeout=timeout, what=f"{section} query"
     )
     return {"error": res.error} if res.doc is None else res.doc.get(section, {"error": "no answer"})
 
@@ -73,7 +73,8 @@ def collect(
     provider: str | None = None,
     root: str = "/",
 ) -> dict:
-    from cordee.interconnect import libfabric, nccl, netplugin
+    from cordee.interconnect import libfabric, nccl
+    from cordee.interconnect.netplugin import resolve as netplugin
 
     started = time.monotonic()
     # bad input first (PluginError / LibraryNotFound with an override): nothing is loaded
@@ -214,3 +215,42 @@ def verdicts(doc: dict) -> list[dict]:
         + _cxi_verdicts(doc["cxi"])
         + _interface_verdicts(doc["interfaces"])
     )
+
+
+_MARK = {"ok": "ok  ", "info": "info", "warn": "WARN", "fail": "FAIL"}
+
+
+def _plugin_lines(p: dict) -> list[str]:
+    lines = [f"plugin     {p.get('path') or '-'} (requested: {p.get('requested') or 'default'})"]
+    if p.get("abi_version"):
+        lines.append(f"           name {p.get('name')!r}, ncclNetPlugin_v{p['abi_version']}")
+    for d in p.get("devices") or []:
+        ptr = "+".join(d["ptr_support"]) or "-"
+        speed = f"{d['speed_mbps'] / 1000:g} Gb/s" if d.get("speed_mbps") else "speed 0"
+        lines.append(
+            f"  nic {d['index']}: {d['name']}  pci {d['pci_path'] or '-'}  ptr {ptr}  {speed}  "
+            f"port {d['port']}  latency {d['latency_us']:g} us  maxComms {d['max_comms']}"
+        )
+    return lines
+
+
+def render_text(doc: dict) -> str:
+    n, f = doc["nccl"], doc["libfabric"]
+    lines = [f"host       {doc['hostname']}"]
+    lines.append(f"nccl       {n.get('path', '-')} {n.get('version', '')}".rstrip())
+    lines += _plugin_lines(doc["plugin"])
+    lines.append(f"libfabric  {f.get('path', '-')} {f.get('version', '')}".rstrip())
+    seen = set()
+    for e in f.get("endpoints", []):
+        key = (e["provider"], e["domain"], e["ep_type"])
+        if key not in seen:
+            seen.add(key)
+            lines.append(f"  {e['provider']:<16} domain {e['domain']:<12} {e['ep_type']}")
+    for d in doc["cxi"]:
+        lines.append(
+            f"cxi        {d['name']} {d['dev_node'] or '(no /dev node)'} pci {d['pci_slot'] or '-'} "
+            f"link {d['link_state'] or '?'} {d['link_speed'] or ''} {d['netdev'] or ''}".rstrip()
+        )
+    lines.append("")
+    lines += [f"[{_MARK[v['level']]}] {v['item']:<9} {v['message']}" for v in doc["verdicts"]]
+    return "\n".join(lines)

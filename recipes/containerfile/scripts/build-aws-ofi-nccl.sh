@@ -11,7 +11,7 @@ cd "$src"
 make -j"$(nproc)"
 make install
 # NCCL loads libnccl-net.so unless NCCL_NET_PLUGIN names another file; cordee's Slingshot profiles
-# set NCCL_NET, which must not be combined with NCCL_NET_PLUGIN (REFERENCE.md section 3).
+# set NCCL_NET, which must not be combined with NCCL_NET_PLUGIN (cscs-docs software/communication/nccl.md; README "Fabric profiles").
 if [ ! -e "$prefix/lib/libnccl-net.so" ]; then
     ln -s libnccl-net-ofi.so "$prefix/lib/libnccl-net.so"
 fi

@@ -1,11 +1,11 @@
 """The image spec schema (images/README.md documents every field): sections, defaults and the
-rules that tie fields together. Pure: no files, no templates. String grammars: images/grammars.py.
+rules that tie fields together. Pure: no files, no templates. String grammars: grammars.py.
 """
 
 from __future__ import annotations
 
-from cordee.images.fields import REQUIRED, Bool, Choice, Invalid, List, Map, Optional, Str, Struct
-from cordee.images.grammars import (
+from cordee.images.spec.fields import REQUIRED, Bool, Choice, Invalid, List, Map, Optional, Str, Struct
+from cordee.images.spec.grammars import (
     ABS_PATH,
     ANNOTATION_KEY,
     DEB_PACKAGE,
@@ -291,7 +291,7 @@ def _check_edf_rules(edf: dict) -> None:
     """What `cordee edf check` refuses in the rendered EDF, refused here by its own rules (annotation
     values, hooks that need a writable container). A value holding ${VAR} is CE's to expand: the
     check of the installed EDF sees the result."""
-    from cordee.images.edf_fields import check_annotation, check_merged
+    from cordee.edf.fields import check_annotation, check_merged
 
     for key, value in edf["annotations"].items():
         if "$" not in value:

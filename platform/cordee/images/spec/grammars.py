@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import re
 
-from cordee.images.edf_fields import BIND_FLAGS, SQSH
-from cordee.images.fields import Str
+from cordee.edf.fields import BIND_FLAGS, SQSH
+from cordee.images.spec.fields import Str
 
 NAME_RE = r"[a-z0-9]+(?:[._-][a-z0-9]+)*"  # image name = a podman repository path component
 ENV_NAME = Str("an environment variable name [A-Za-z_][A-Za-z0-9_]*", r"[A-Za-z_][A-Za-z0-9_]*", max_len=128)
@@ -97,7 +97,7 @@ def _mount(value: str) -> str | None:
     if len(parts) >= 2 and not parts[1].startswith("/"):
         return f"destination {parts[1]!r} must be an absolute path"
     dst = parts[1] if len(parts) >= 2 else parts[0]
-    if ".." in dst.split("/"):  # as `cordee edf check` (edf_fields.parse_mount) refuses it
+    if ".." in dst.split("/"):  # as `cordee edf check` (edf/fields.py parse_mount) refuses it
         return f"destination {dst!r} must not contain '..'"
     if len(parts) == 3:
         if not re.fullmatch(r"[a-z0-9]+(?:\+[a-z0-9]+)*", parts[2]):

@@ -6,7 +6,7 @@ are above the hard limits of many hosts, so runc fails to start the container ("
 rlimits"). Where the host needs it, podman gets a containers.conf that cordee writes (runc,
 cgroupfs, file events, no network namespace, ulimits at the host's hard limits) through
 $CONTAINERS_CONF; the user's own configuration is never written, and a CONTAINERS_CONF the
-user set wins (DESIGN.md "Podman").
+user set wins (ARCHITECTURE.md, "How tests start real components").
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def containers_conf_text() -> str:
     nofile = _hard_limit(resource.RLIMIT_NOFILE, 1048576, "/proc/sys/fs/nr_open")
     nproc = _hard_limit(resource.RLIMIT_NPROC, 4194304, "/proc/sys/kernel/pid_max")
     return (
-        "# Written by cordee (cordee.images.podman) for a host with cgroup v1/hybrid or without crun.\n"
+        "# Written by cordee (cordee.containers.podman) for a host with cgroup v1/hybrid or without crun.\n"
         "[containers]\n"
         'netns = "none"\n'
         f'default_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]\n'

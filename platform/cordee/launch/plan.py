@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cordee.cluster.binding import Binding, format_cpulist
-from cordee.cluster.launchenv import LaunchEnv
+from cordee.launch.binding import Binding, format_cpulist
+from cordee.launch.launchenv import LaunchEnv
 
 
 @dataclass(frozen=True)

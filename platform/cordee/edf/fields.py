@@ -16,7 +16,7 @@ from typing import NamedTuple
 Problem = tuple[str, str]  # (severity, message)
 
 
-class Mount(NamedTuple):  # re-exported by cordee.images.edf, its home in the API
+class Mount(NamedTuple):  # re-exported by cordee.edf.load, its home in the API
     src: str  # absolute host path (relative ones are resolved against the working directory)
     dst: str  # absolute path in the container
     flags: tuple[str, ...]  # ("sqsh",) = mount a squashfs file; else bind-mount options

@@ -1,10 +1,10 @@
 """ctypes mirror of the NCCL net plugin ABI (ncclNet_v8 .. ncclNet_v12) and the in-child probe.
 
-Run as `python -m cordee.interconnect.netplugin_abi [PATH] [--resolve-only] [--progress FILE]`:
+Run as `python -m cordee.interconnect.netplugin.probe_child [PATH] [--resolve-only] [--progress FILE]`:
 resolve the plugin as NCCL would (or take PATH), dlopen it RTLD_NOW|RTLD_LOCAL, pick the
 newest ncclNetPlugin_vN cordee understands, call init / devices / getProperties / finalize,
 and print one JSON document (schema cordee.netplugin/1) on stdout. Meant to run in a child
-process (cordee.interconnect.netplugin.probe_plugin): a plugin may crash or hang here.
+process (cordee.interconnect.netplugin.resolve.probe_plugin): a plugin may crash or hang here.
 
 Layouts follow NCCL's src/include/plugin/net/net_v8.h .. net_v12.h (LP64). The logger is
 variadic in C; ctypes callbacks are not. On x86_64 and aarch64 (Linux) variadic arguments
@@ -38,8 +38,8 @@ from ctypes import (
     c_void_p,
 )
 
-from cordee.interconnect.cprintf import format_printf
-from cordee.interconnect.netplugin import (
+from cordee.interconnect.netplugin.logformat import format_printf
+from cordee.interconnect.netplugin.resolve import (
     ABI_VERSIONS,
     SCHEMA,
     candidate_names,

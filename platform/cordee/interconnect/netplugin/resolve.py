@@ -2,7 +2,7 @@
 
 Parent side: which file NCCL would load (its resolution rules, reproduced from NCCL's
 src/plugin/net.cc and plugin_open.cc), typed records of what the plugin reports, and
-`probe_plugin`, which runs the ABI probe (cordee.interconnect.netplugin_abi) in a child
+`probe_plugin`, which runs the ABI probe (cordee.interconnect.netplugin.probe_child) in a child
 process (child.run_python) so that a plugin that crashes, hangs or aborts in init never takes
 cordee down; the child appends each step to a progress file, so what it had learnt before it
 died (phase, log, devices) still reaches the report.
@@ -32,7 +32,7 @@ ABI_VERSIONS = (12, 11, 10, 9, 8)  # newest first; what cordee understands
 NCCL_SCANNED_VERSIONS = (12, 11, 10, 9, 8, 7, 6)  # what NCCL itself looks for, in its order
 DEFAULT_PLUGIN = "libnccl-net.so"
 SCHEMA = "cordee.netplugin/1"
-PROBE_MODULE = "cordee.interconnect.netplugin_abi"
+PROBE_MODULE = "cordee.interconnect.netplugin.probe_child"
 SYSTEM_CONF_FILE = "/etc/nccl.conf"
 PTR_BITS = (("host", 0x1), ("cuda", 0x2), ("dmabuf", 0x4))
 
@@ -288,7 +288,7 @@ def _run_child(args: list[str], environ: Mapping[str, str], timeout: float) -> t
     import tempfile
 
     # lazily: the probe child imports this module too, and needs no subprocess machinery
-    from cordee.interconnect.child import run_python, signal_name
+    from cordee.interconnect.child_protocol import run_python, signal_name
 
     fd, progress = tempfile.mkstemp(prefix="cordee-netplugin-", suffix=".jsonl")
     os.close(fd)

@@ -6,7 +6,7 @@ string is checked before anything is rendered: strict patterns where a value has
 could misread (control characters, line and paragraph separators, bidi and other format
 characters, unassigned code points). Quoting then happens in the templates (images/quoting.py).
 
-A failed check raises `Invalid(field_path, problem, allowed)`; images/spec.py adds the file name.
+A failed check raises `Invalid(field_path, problem, allowed)`; load.py adds the file name.
 """
 
 from __future__ import annotations

@@ -144,7 +144,7 @@ def detect(env: Mapping[str, str]) -> LaunchEnv:
 
 
 def _from_slurm(env: Mapping[str, str]) -> LaunchEnv:
-    from cordee.cluster.hostlist import expand  # deferred: only Slurm launches need it
+    from cordee.launch.hostlist import expand  # deferred: only Slurm launches need it
 
     rank = _int(env, "SLURM_PROCID")
     local_rank = _int(env, "SLURM_LOCALID")

@@ -22,9 +22,9 @@ import uuid
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from cordee.containers.enroot_layout import read_image_env, read_image_workdir
+from cordee.containers.podman import Podman, StepError, StepTimeout, cache_dir
 from cordee.errors import InputError
-from cordee.images.podman import Podman, StepError, StepTimeout, cache_dir
-from cordee.images.squashfs import read_image_env, read_image_workdir
 
 MOUNT_TIMEOUT = 60
 UNSQUASH_TIMEOUT = 1800

@@ -1,5 +1,5 @@
 """One EDF file on its own: TOML syntax, known keys and their types, `${VAR}` expansion, value
-checks. Inheritance (base_environment) is applied by cordee.images.edf."""
+checks. Inheritance (base_environment) is applied by cordee.edf.load."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from cordee.images import edf_fields as fields
-from cordee.images.edf_expand import expand
+from cordee.edf import fields
+from cordee.edf.expand import expand
 
 KEYS = ("base_environment", "image", "workdir", "entrypoint", "writable", "mounts", "env", "annotations")
 SCALARS = ("image", "workdir", "entrypoint", "writable")

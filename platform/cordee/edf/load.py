@@ -8,9 +8,9 @@ The rules are those of cscs-docs software/container-engine/edf.md and run.md:
   `annotations` are merged key by key (the later file wins), image/workdir/entrypoint/writable are
   inherited unless set again; up to 10 levels of recursion;
 - defaults: image "" (no container), workdir from the image, entrypoint true, writable true.
-  (REFERENCE.md's table gives entrypoint false; every version of edf.md read says true.)
-check_edf collects every problem; load_edf raises on errors. Value checks: edf_fields.py;
-`${VAR}` expansion: edf_expand.py; one file's keys and types: edf_layer.py.
+  (an early team note gave entrypoint false; every version of edf.md read says true.)
+check_edf collects every problem; load_edf raises on errors. Value checks: fields.py;
+`${VAR}` expansion: expand.py; one file's keys and types: layer.py.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from cordee.edf import fields
+from cordee.edf.fields import Mount
+from cordee.edf.layer import KEYS, SCALARS, Layer, empty_values, parse_layer
 from cordee.errors import InputError
-from cordee.images import edf_fields as fields
-from cordee.images.edf_fields import Mount
-from cordee.images.edf_layer import KEYS, SCALARS, Layer, empty_values, parse_layer
 
 __all__ = ["KEYS", "Edf", "EdfError", "EdfReport", "Finding", "Mount", "check_edf", "find_edf", "load_edf"]
 

@@ -4,7 +4,7 @@ Loading a vendor library and calling into it (fi_getinfo on a broken CXI driver,
 init) can crash or hang; in a child, that becomes an error message and cordee keeps running.
 `run_python` is the one mechanism: the child leads its own session, and at the timeout its whole
 process group is killed, helpers a plugin forked included. `run_module` adds the protocol of
-`cordee net show`'s library queries (query.py): the child prints one JSON document on stdout
+`cordee net show`'s library queries (library_child.py): the child prints one JSON document on stdout
 (`emit`), everything else it says goes to stderr. The net plugin probe (netplugin.py) runs on
 `run_python` with a progress file of its own.
 """

@@ -1,6 +1,6 @@
 """Child side of `cordee net show`: load libnccl and libfabric, answer in one JSON document.
 
-    python -m cordee.interconnect.query [--nccl PATH] [--libfabric PATH] [--provider NAME]
+    python -m cordee.interconnect.library_child [--nccl PATH] [--libfabric PATH] [--provider NAME]
 
 Each section carries either its facts or an "error"; a crash or hang of the whole child is
 handled by the parent (child.run_module).
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from cordee.interconnect.child import emit
+from cordee.interconnect.child_protocol import emit
 
 
 def nccl_facts(path: str) -> dict:
@@ -38,7 +38,7 @@ def libfabric_facts(path: str, provider: str | None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m cordee.interconnect.query")
+    parser = argparse.ArgumentParser(prog="python -m cordee.interconnect.library_child")
     parser.add_argument("--nccl")
     parser.add_argument("--libfabric")
     parser.add_argument("--provider")

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cordee.errors import InputError
-from cordee.images.fields import Invalid
-from cordee.images.grammars import NAME_RE
-from cordee.images.schema import CONTAINER, SOURCES, UENV_SPEC, check_cross_fields
+from cordee.images.spec.fields import Invalid
+from cordee.images.spec.grammars import NAME_RE
+from cordee.images.spec.schema import CONTAINER, SOURCES, UENV_SPEC, check_cross_fields
 
 _NAME = re.compile(NAME_RE)
-_PACKAGE_ROOT = Path(__file__).resolve().parents[3]  # platform/cordee/images -> checkout root
+_PACKAGE_ROOT = Path(__file__).resolve().parents[4]  # platform/cordee/images/spec -> checkout root
 _MAX_BYTES = 1 << 20
 
 
