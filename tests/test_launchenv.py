@@ -79,9 +79,45 @@ def test_concurrent_steps_of_one_job_get_distinct_ports(job):
 
 
 def test_tasks_per_node_forms():
-    assert parse_tasks_per_node("4") == [4]
-    assert parse_tasks_per_node("2(x3),1") == [2, 2, 2, 1]
-    assert parse_tasks_per_node("1,3(x2)") == [1, 3, 3]
+    assert parse_tasks_per_node("4", 1) == [4]
+    assert parse_tasks_per_node("2(x3),1", 4) == [2, 2, 2, 1]
+    assert parse_tasks_per_node("1,3(x2)", 3) == [1, 3, 3]
+
+
+@pytest.mark.parametrize(
+    "value, fragment",
+    [
+        ("1(x1000000000)", "more than 4 nodes"),  # a billion-entry list, refused before it is built
+        ("2(x3),1(x2)", "more than 4 nodes"),
+        ("1" * 5000, "not an integer"),  # int() refuses more than 4,300 digits with a ValueError
+        ("\u00b2", "not of the form"),  # '²'.isdigit() is True, int('²') fails
+        ("\u0663", "not of the form"),  # Arabic-Indic 3: int() takes it, Slurm never writes it
+        ("4(x0)", "must be >= 1"),
+        ("70000", "must be <= 65536"),
+    ],
+)
+def test_tasks_per_node_bounds(value, fragment):
+    with pytest.raises(InputError, match=fragment):
+        parse_tasks_per_node(value, 4)
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"SLURM_PROCID": "9" * 5000},
+        {"SLURM_NTASKS": "\u00b9\u00b2"},
+        {"SLURM_NTASKS": "\u0664"},
+        {"MASTER_PORT": "2" * 4400},
+        {"SLURM_JOB_ID": "7" * 4400},
+        {"SLURM_TASKS_PER_NODE": "2(x" + "9" * 4400 + ")"},
+    ],
+    ids=["huge-procid", "superscripts", "arabic-indic", "huge-port", "huge-job-id", "huge-repeat"],
+)
+def test_hostile_numbers_are_one_clear_error(over):
+    with pytest.raises(InputError) as e:
+        detect(slurm_env(**over))
+    message = str(e.value)
+    assert "\n" not in message and len(message) < 300
 
 
 def test_torchrun_children():
@@ -139,8 +175,8 @@ def test_expand_local_ranks():
         ({"SLURM_TASKS_PER_NODE": "2(x3"}, "is not of the form"),
         ({"SLURM_TASKS_PER_NODE": "2(x2),1"}, "describes 3 nodes, not 4"),
         ({"SLURM_TASKS_PER_NODE": "1(x4)"}, "adds up to 4 tasks, not 7"),
-        ({"SLURM_JOB_ID": "abc"}, "are not integers"),
-        ({"MASTER_PORT": "70000"}, "outside 1-65535"),
+        ({"SLURM_JOB_ID": "abc"}, "SLURM_JOB_ID='abc' is not an integer"),
+        ({"MASTER_PORT": "70000"}, "must be <= 65535"),
         ({"MASTER_ADDR": "localhost"}, "every node would rendezvous with itself"),
         ({"SLURM_NTASKS": "0"}, "must be >= 1"),
     ],

@@ -21,10 +21,12 @@ import os
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from cordee.errors import InputError
+from cordee.errors import InputError, shown
+from cordee.numbers import as_int
 
 NVIDIA_VENDOR = "0x10de"
 GPU_CLASSES = ("0x0300", "0x0302")  # VGA controller, 3D controller
+MAX_CPUS = 1 << 16  # above any kernel's NR_CPUS (8192 at most today); bounds a garbled CPU list
 
 
 # Immutable typed records; NamedTuple, not dataclass, to keep `inspect` out of start-up (launchenv.py).
@@ -63,10 +65,9 @@ def parse_cpulist(text: str) -> frozenset[int]:
         if not part:
             continue
         lo, _, hi = part.partition("-")
-        try:
-            a, b = int(lo), int(hi or lo)
-        except ValueError:
-            raise InputError(f"cannot parse CPU list {text!r}") from None
+        a, b = as_int(lo), as_int(hi or lo)
+        if a is None or b is None or not 0 <= a <= b < MAX_CPUS:
+            raise InputError(f"cannot parse CPU list {shown(text)}: expected N or N-M below {MAX_CPUS}")
         cpus.update(range(a, b + 1))
     return frozenset(cpus)
 
@@ -108,8 +109,8 @@ def read_gpus(root: str = "/") -> list[GpuInfo]:
         if not (_read(dev, "class") or "").startswith(GPU_CLASSES):
             continue
         cpus = parse_cpulist(_read(dev, "local_cpulist") or "")
-        numa = int(_read(dev, "numa_node") or -1)
-        gpus.append(GpuInfo(name, cpus, numa, _read_uuid(root, name)))
+        numa = as_int(_read(dev, "numa_node") or "")
+        gpus.append(GpuInfo(name, cpus, -1 if numa is None else numa, _read_uuid(root, name)))
     return gpus
 
 
@@ -130,8 +131,8 @@ def resolve_visible(visible: str | None, gpus: list[GpuInfo]) -> list[GpuInfo]:
     for item in (x.strip() for x in visible.split(",")):
         if not item:
             continue
-        if item.isdigit() or (item.startswith("-") and item[1:].isdigit()):
-            idx = int(item)
+        idx = as_int(item)
+        if idx is not None:
             if idx < 0:
                 break  # CUDA stops at the first invalid index
             if idx >= len(gpus):

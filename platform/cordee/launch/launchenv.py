@@ -13,13 +13,15 @@ import re
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from cordee.errors import InputError
+from cordee.errors import InputError, shown
+from cordee.numbers import parse_int
 
 # Ports 20000-29999: below Linux's ephemeral range (32768+) and away from the usual 29500.
 PORT_BASE = 20000
 PORT_SPAN = 10000
 LOCAL_MASTER_ADDR = "127.0.0.1"
 DEFAULT_LOCAL_PORT = 29500
+MAX_TASKS_PER_NODE = 1 << 16  # far above any node's cores; bounds what a garbled value can ask for
 
 
 class LaunchEnv(NamedTuple):
@@ -66,21 +68,23 @@ class LaunchEnv(NamedTuple):
 def derive_master_port(job_id: str | int, step_id: str | int | None) -> int:
     """Port from job and step id. Concurrent steps of one job differ in step id, and
     (j*101 + s) mod 10000 differs for any two step ids less than 10000 apart."""
-    j = int(job_id)
-    s = int(step_id) if step_id not in (None, "") else 0
+    j = parse_int(str(job_id), "SLURM_JOB_ID", lo=0)
+    s = parse_int(str(step_id), "SLURM_STEP_ID", lo=0) if step_id not in (None, "") else 0
     return PORT_BASE + (j * 101 + s) % PORT_SPAN
 
 
-def parse_tasks_per_node(value: str) -> list[int]:
-    """Slurm's compact form: '2(x3),1' -> [2, 2, 2, 1]."""
+def parse_tasks_per_node(value: str, max_nodes: int) -> list[int]:
+    """Slurm's compact form: '2(x3),1' -> [2, 2, 2, 1]; more than max_nodes entries is refused
+    before the list is built ('1(x1000000000)' would be a billion entries)."""
     out: list[int] = []
     for part in value.split(","):
-        m = re.fullmatch(r"\s*(\d+)(?:\(x(\d+)\))?\s*", part)
+        m = re.fullmatch(r"\s*([0-9]+)(?:\(x([0-9]+)\))?\s*", part, re.ASCII)
         if not m:
-            raise InputError(f"SLURM_TASKS_PER_NODE={value!r} is not of the form '2(x3),1'")
-        count, repeat = int(m.group(1)), int(m.group(2) or 1)
-        if repeat == 0:
-            raise InputError(f"SLURM_TASKS_PER_NODE={value!r}: repeat count (x0) must be positive")
+            raise InputError(f"SLURM_TASKS_PER_NODE={shown(value)} is not of the form '2(x3),1'")
+        count = parse_int(m.group(1), "SLURM_TASKS_PER_NODE", lo=0, hi=MAX_TASKS_PER_NODE)
+        repeat = parse_int(m.group(2) or "1", "SLURM_TASKS_PER_NODE repeat count", lo=1)
+        if len(out) + repeat > max_nodes:
+            raise InputError(f"SLURM_TASKS_PER_NODE={shown(value)} describes more than {max_nodes} nodes")
         out.extend([count] * repeat)
     return out
 
@@ -90,13 +94,7 @@ def _int(env: Mapping[str, str], *names: str, default: int | None = None, minimu
         raw = env.get(name)
         if raw is None or raw == "":
             continue
-        try:
-            v = int(raw.strip())
-        except ValueError:
-            raise InputError(f"{name}={raw!r} is not an integer") from None
-        if v < minimum:
-            raise InputError(f"{name}={raw!r} must be >= {minimum}")
-        return v
+        return parse_int(raw, name, lo=minimum)
     if default is None:
         raise InputError(f"{' or '.join(names)} is not set")
     return default
@@ -114,13 +112,7 @@ def _user_port(env: Mapping[str, str]) -> int | None:
     raw = env.get("MASTER_PORT")
     if not raw:
         return None
-    try:
-        port = int(raw)
-    except ValueError:
-        raise InputError(f"MASTER_PORT={raw!r} is not an integer") from None
-    if not 1 <= port <= 65535:
-        raise InputError(f"MASTER_PORT={raw!r} is outside 1-65535")
-    return port
+    return parse_int(raw, "MASTER_PORT", lo=1, hi=65535)
 
 
 def _port_or_default(env: Mapping[str, str]) -> tuple[int, str]:
@@ -170,7 +162,7 @@ def _from_slurm(env: Mapping[str, str]) -> LaunchEnv:
     if node_rank >= nnodes:
         raise InputError(f"SLURM_NODEID={node_rank} is not below SLURM_NNODES={nnodes}")
     if tpn_raw:
-        tpn = parse_tasks_per_node(tpn_raw)
+        tpn = parse_tasks_per_node(tpn_raw, max_nodes=nnodes)
         if len(tpn) != nnodes:
             raise InputError(f"SLURM_TASKS_PER_NODE={tpn_raw!r} describes {len(tpn)} nodes, not {nnodes}")
         if sum(tpn) != world:
@@ -186,11 +178,7 @@ def _from_slurm(env: Mapping[str, str]) -> LaunchEnv:
     notes = []
     port, port_source = _port_or_default(env)
     if port_source == "default" and job_id:
-        try:
-            port, port_source = derive_master_port(job_id, step_id), "derived"
-        except ValueError:
-            msg = f"SLURM_JOB_ID={job_id!r} / SLURM_STEP_ID={step_id!r} are not integers"
-            raise InputError(msg) from None
+        port, port_source = derive_master_port(job_id, step_id), "derived"
     elif port_source == "default":
         notes.append("no SLURM_JOB_ID: MASTER_PORT falls back to the default")
     master = env.get("MASTER_ADDR") or nodes[0]

@@ -22,8 +22,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 
+from cordee.numbers import as_int
 from cordee.profiles.loader import Profile, ProfileVar
-from cordee.profiles.values import check_value, ll128_scopes, parse_int, source_for
+from cordee.profiles.values import check_value, ll128_scopes, source_for
 
 SCHEMA = "cordee.envcheck/1"
 STATUSES = ("ok", "missing", "different", "dangerous")
@@ -114,7 +115,7 @@ class _Items:
 def _same(expected: str, actual: str) -> bool:
     if actual == expected:
         return True
-    a, e = parse_int(actual), parse_int(expected)
+    a, e = as_int(actual), as_int(expected)
     return a is not None and a == e
 
 
@@ -176,7 +177,7 @@ def _traps(profile: Profile, environ: Mapping[str, str], nnodes: int | None) -> 
 
     # 2. Above the CXI maximum the provider silently falls back.
     tx = _set(environ, "FI_CXI_DEFAULT_TX_SIZE")
-    tx_int = parse_int(tx) if tx else None
+    tx_int = as_int(tx) if tx else None
     if tx_int is not None and tx_int > TX_SIZE_MAX:
         found.append(
             CheckItem(
@@ -222,7 +223,7 @@ def _traps(profile: Profile, environ: Mapping[str, str], nnodes: int | None) -> 
 
     # 5. GPU-aware MPI next to NCCL can deadlock.
     mpich = _set(environ, "MPICH_GPU_SUPPORT_ENABLED")
-    if mpich is not None and parse_int(mpich) not in (None, 0):
+    if mpich is not None and as_int(mpich) not in (None, 0):
         found.append(
             CheckItem(
                 "MPICH_GPU_SUPPORT_ENABLED",

@@ -9,11 +9,10 @@ Pure functions, stdlib only. Two grades of "not well-formed":
 
 from __future__ import annotations
 
-import re
+from cordee.numbers import as_int
 
 PROTOCOLS = ("LL", "LL128", "Simple")
 _PROTO_BY_LOWER = {p.lower(): p for p in PROTOCOLS}
-_INT_RE = re.compile(r"^[+-]?[0-9]+$")
 
 NCCL_DOCS = "NCCL docs env.html"
 FI_DOCS = "libfabric man fi_cxi(7), fi_mr(3)"
@@ -53,11 +52,6 @@ CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
 LEVEL_VARS = ("NCCL_P2P_LEVEL", "NCCL_NET_GDR_LEVEL")
 _LEVELS = ("loc", "nvl", "pix", "pxb", "pxn", "phb", "sys")
 
-
-def parse_int(value: str) -> int | None:
-    """Decimal integer or None (no silent prefix parsing as strtoll would do)."""
-    text = value.strip()
-    return int(text) if _INT_RE.match(text) else None
 
 
 def parse_nccl_proto(value: str) -> tuple[dict[str | None, frozenset[str]], list[str]]:
@@ -122,7 +116,7 @@ def check_value(name: str, value: str) -> tuple[str, str] | None:
     text = value.strip()
     if name in INTS:
         lo, hi, _ = INTS[name]
-        number = parse_int(text)
+        number = as_int(text)
         if number is None:
             return "dangerous", f"{value!r} is not an integer; the library would misread it"
         if number < lo or (hi is not None and number > hi):
@@ -133,7 +127,7 @@ def check_value(name: str, value: str) -> tuple[str, str] | None:
         if text.lower() not in allowed:
             return "different", f"{value!r} is not one of {', '.join(allowed)}"
     elif name in LEVEL_VARS:
-        number = parse_int(text)
+        number = as_int(text)
         if text.lower() not in _LEVELS and not (number is not None and 0 <= number <= 5):
             return "different", f"{value!r} is not a path level ({', '.join(_LEVELS).upper()} or 0..5)"
     elif name == "NCCL_PROTO":
