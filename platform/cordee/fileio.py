@@ -1,9 +1,13 @@
-"""Atomic file writes: a temporary file beside the target, then a rename (ARCHITECTURE.md: nothing is lost)."""
+"""File I/O with cordee's guarantees: atomic writes (a temporary file beside the target, then a
+rename: nothing is lost) and bounded reads of small regular files (nothing hangs)."""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+
+from cordee.errors import InputError, shown
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes, *, mode: int = 0o644) -> None:
@@ -22,3 +26,46 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, *, mode: int = 0o64
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+MAX_READ_BYTES = 16 << 20  # specs, EDFs, profiles, nccl.conf: a few KB each; 16 MiB is far past any
+
+
+class ReadError(InputError):
+    """A file cordee was given cannot be read as a small regular file: `reason` says why."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path, self.reason = os.fspath(path), reason
+        super().__init__(f"{shown(self.path)}: {reason}")
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"))
+_KINDS += ((stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def read_bounded(path: str | os.PathLike, limit: int = MAX_READ_BYTES) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes, or ReadError. Opened non-blocking and
+    checked with fstat before any read: a FIFO would block open() and read() for ever, /dev/zero
+    never ends, and a name longer than the system allows is a clear error, not an OSError."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise ReadError(path, f"cannot read: {e.strerror or e}") from None
+    except (ValueError, TypeError) as e:  # a NUL byte in the name
+        raise ReadError(path, f"cannot read: {e}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+            raise ReadError(path, f"cannot read: {kind}, not a regular file")
+        data = bytearray()
+        while len(data) <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - len(data)))
+            if not chunk:
+                return bytes(data)
+            data += chunk
+        raise ReadError(path, f"cannot read: larger than {limit} bytes")
+    except OSError as e:
+        raise ReadError(path, f"cannot read: {e.strerror or e}") from None
+    finally:
+        os.close(fd)

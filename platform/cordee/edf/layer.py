@@ -11,6 +11,8 @@ from typing import Any, NamedTuple
 
 from cordee.edf import fields
 from cordee.edf.expand import expand
+from cordee.errors import one_line
+from cordee.fileio import ReadError, read_bounded
 
 KEYS = ("base_environment", "image", "workdir", "entrypoint", "writable", "mounts", "env", "annotations")
 SCALARS = ("image", "workdir", "entrypoint", "writable")
@@ -32,15 +34,18 @@ def parse_layer(path: Path, environ: Mapping[str, str], report: Report) -> Layer
     passed its checks, the others reported and left out."""
     file = str(path)
     try:
-        data = tomllib.loads(path.read_bytes().decode("utf-8"))
-    except OSError as e:
-        report(file, "file", "error", f"cannot read: {e.strerror}")
+        data = tomllib.loads(read_bounded(path).decode("utf-8"))
+    except ReadError as e:
+        report(file, "file", "error", e.reason)
         return None
     except UnicodeDecodeError as e:
         report(file, "file", "error", f"not UTF-8 text (byte {e.start})")
         return None
     except tomllib.TOMLDecodeError as e:  # its message carries line and column
-        report(file, "toml", "error", f"TOML syntax: {e}")
+        report(file, "toml", "error", f"TOML syntax: {one_line(str(e))}")
+        return None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        report(file, "toml", "error", "TOML nested too deeply")
         return None
     parser = _Parser(file, environ, report)
     for key, value in data.items():

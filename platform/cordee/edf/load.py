@@ -159,7 +159,9 @@ def _merge(acc: dict[str, Any], part: dict[str, Any]) -> None:
     for key in SCALARS:
         if part[key] is not None:
             acc[key] = part[key]
-    acc["mounts"].extend(part["mounts"])
+    # exact duplicates dropped here, not only at the end: a base inherited along many paths would
+    # otherwise multiply the list at every level (fan-out: 3 references x 11 levels = 177,147)
+    acc["mounts"] = list(dict.fromkeys([*acc["mounts"], *part["mounts"]]))
     acc["env"].update(part["env"])
     acc["annotations"].update(part["annotations"])
     acc["chain"].extend(p for p in part["chain"] if p not in acc["chain"])
@@ -170,11 +172,20 @@ class _Resolver:
         self.environ = environ
         self.findings: list[Finding] = []
         self.layers: dict[Path, Layer | None] = {}
+        # (file, depth) -> its merged values: a base listed many times, or reached along many
+        # paths, is resolved once per depth (depth decides the "more than 10 levels" finding)
+        self.resolved: dict[tuple[Path, int], dict[str, Any] | None] = {}
 
     def add(self, file: str, field: str, severity: str, message: str) -> None:
         self.findings.append(Finding(file, field, message, severity))
 
     def resolve(self, path: Path, stack: tuple[Path, ...]) -> dict[str, Any] | None:
+        key = (path, len(stack))
+        if key not in self.resolved:
+            self.resolved[key] = self._resolve(path, stack)
+        return self.resolved[key]
+
+    def _resolve(self, path: Path, stack: tuple[Path, ...]) -> dict[str, Any] | None:
         if path not in self.layers:
             self.layers[path] = parse_layer(path, self.environ, self.add)
         layer = self.layers[path]

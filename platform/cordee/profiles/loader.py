@@ -16,7 +16,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from cordee.errors import InputError
+from cordee.errors import InputError, one_line
+from cordee.fileio import ReadError, read_bounded
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 FAMILIES = ("slingshot", "infiniband", "ethernet", "local")
@@ -78,12 +79,15 @@ def _read(name: str, d: str) -> tuple[str, dict]:
 
     path = os.path.join(d, f"{name}.toml")
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
+        data = tomllib.loads(read_bounded(path).decode("utf-8"))
+    except ReadError as e:
+        raise InputError(f"{path}: profile {e.reason}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
-        raise InputError(f"{path}: not valid TOML: {e}") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read profile: {e.strerror or e}") from None
+        raise InputError(f"{path}: not valid TOML: {one_line(str(e))}") from None
+    except RecursionError:
+        raise InputError(f"{path}: not valid TOML: nested too deeply") from None
     return path, data
 
 

@@ -1,0 +1,142 @@
+"""Reading what users give cordee never hangs and never exhausts memory or the stack:
+fileio.read_bounded (FIFOs, devices, huge files, long names) and its users, EDF inheritance
+fan-out, and deeply nested TOML."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cordee.edf.load import check_edf
+from cordee.errors import InputError
+from cordee.fileio import ReadError, read_bounded
+from cordee.profiles import loader
+
+
+def finishes_within(seconds: float, fn, *args):
+    """fn(*args) run in a thread; fails the test (instead of hanging it) if it blocks."""
+    out: dict = {}
+
+    def run():
+        try:
+            out["value"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed back to the test
+            out["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"{fn.__name__} blocked for more than {seconds} s"
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
+def test_regular_file(tmp_path):
+    (tmp_path / "a").write_bytes(b"x" * 100)
+    assert read_bounded(tmp_path / "a") == b"x" * 100
+    assert read_bounded(tmp_path / "a", limit=100) == b"x" * 100
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # nobody writes: open() for reading would block for ever
+    with pytest.raises(ReadError, match="a FIFO, not a regular file"):
+        finishes_within(5, read_bounded, fifo)
+
+
+@pytest.mark.parametrize("path, kind", [("/dev/zero", "character device"), ("/", "directory")])
+def test_devices_and_directories_are_refused(path, kind):
+    with pytest.raises(ReadError, match=kind):
+        finishes_within(5, read_bounded, path)
+
+
+def test_larger_than_the_limit(tmp_path):
+    big = tmp_path / "big"
+    with open(big, "wb") as f:
+        f.truncate(10 << 20)  # sparse: costs no disk
+    with pytest.raises(ReadError, match="larger than 1048576 bytes"):
+        read_bounded(big, limit=1 << 20)
+
+
+def test_proc_files_have_no_size_but_are_still_bounded():
+    assert b"\n" in read_bounded("/proc/self/status")
+    with pytest.raises(ReadError, match="larger than 10 bytes"):
+        read_bounded("/proc/self/status", limit=10)
+
+
+@pytest.mark.parametrize("name", ["x" * 300, "a\0b", "/nonexistent/y"])
+def test_bad_names_are_one_line(tmp_path, name):
+    with pytest.raises(ReadError) as e:
+        read_bounded(tmp_path / name if "/" not in name else name)
+    assert "\n" not in str(e.value) and isinstance(e.value, InputError)
+
+
+# --- EDFs ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def env(tmp_path):
+    (tmp_path / "edf").mkdir()
+    return {"HOME": str(tmp_path), "EDF_PATH": str(tmp_path / "edf"), "PATH": "/usr/bin:/bin"}
+
+
+def test_edf_named_fifo_is_a_finding_not_a_hang(tmp_path, env):
+    os.mkfifo(tmp_path / "edf" / "base.toml")
+    top = tmp_path / "top.toml"
+    top.write_text('base_environment = "base"\nimage = "ubuntu:24.04"\n')
+    report = finishes_within(10, check_edf, str(top), env)
+    assert not report.ok
+    assert any("not found" in f.message or "FIFO" in f.message for f in report.findings)
+
+
+def test_base_environment_fan_out_is_resolved_once_per_file(tmp_path, env):
+    """Each file lists the next one three times, eleven levels deep: 3**11 = 177,147 paths through
+    the chain if every reference is followed again (that took minutes and GBs); the chain is
+    still only 12 files, and the depth limit is still reported."""
+    d = tmp_path / "edf"
+    for level in range(12):
+        nxt = f'"l{level + 1}"' if level < 11 else None
+        bases = f"base_environment = [{nxt}, {nxt}, {nxt}]\n" if nxt else 'image = "ubuntu:24.04"\n'
+        (d / f"l{level}.toml").write_text(bases + f'mounts = ["/m{level}:/m{level}"]\n')
+    start = time.monotonic()
+    report = finishes_within(30, check_edf, "l0", env)
+    assert time.monotonic() - start < 10
+    assert any("more than 10 levels" in f.message for f in report.findings)
+
+
+def test_base_environment_diamonds_do_not_multiply_mounts(tmp_path, env):
+    d = tmp_path / "edf"
+    for level in range(10):
+        for side in "ab":
+            nxt = f'["l{level + 1}a", "l{level + 1}b"]' if level < 9 else "[]"
+            (d / f"l{level}{side}.toml").write_text(
+                f'base_environment = {nxt}\nimage = "ubuntu:24.04"\nmounts = ["/shared:/shared"]\n'
+            )
+    report = finishes_within(30, check_edf, "l0a", env)
+    assert report.ok, report.findings
+    assert report.edf.mounts == (report.edf.mounts[0],) and len(report.edf.chain) == 19
+
+
+@pytest.mark.parametrize(
+    "nested", ["x = " + "[" * 5000 + "]" * 5000, "x = " + "{a = " * 3000 + "1" + "}" * 3000]
+)
+def test_deeply_nested_toml_is_a_finding(tmp_path, env, nested):
+    path = tmp_path / "deep.toml"
+    path.write_text(nested + "\n")
+    report = check_edf(str(path), env)
+    assert [(f.field, f.message) for f in report.findings] == [("toml", "TOML nested too deeply")]
+    assert not report.ok
+
+
+def test_profile_file_that_is_a_fifo_or_too_deep(tmp_path):
+    os.mkfifo(tmp_path / "p.toml")
+    with pytest.raises(InputError, match="FIFO"):
+        finishes_within(5, loader.load, "p", tmp_path)
+    Path(tmp_path / "q.toml").write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(InputError, match="not valid TOML: nested too deeply"):
+        loader.load("q", tmp_path)
