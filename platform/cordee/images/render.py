@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from cordee import __version__
-from cordee.errors import InputError
-from cordee.fileio import write_atomic
+from cordee.errors import InputError, shown
+from cordee.fileio import read_bounded, write_atomic
 from cordee.images.containerfile import CONTAINERFILE, SCRIPTS, container_files, uses_scripts
 from cordee.images.quoting import QuotingError, edf_literal
 from cordee.images.spec import ImageSpec, SpecError, canonical_json
@@ -32,6 +32,7 @@ from cordee.images.templating import (
 from cordee.images.uenvrecipe import PACKAGE_PY, UENV_TEMPLATES, uenv_files
 
 EDF_TEMPLATE = "edf/edf.toml.j2"
+PLAN_SCHEMA = "cordee.buildplan/1"
 
 
 class Rendered(NamedTuple):
@@ -131,14 +132,26 @@ def _write_if_changed(path: Path, data: bytes) -> None:
     write_atomic(path, data)
 
 
-def _previous_files(out_dir: Path) -> list[str]:
+def _owned_path(out_dir: Path, rel: str) -> Path | None:
+    """out_dir/rel if every directory on the way is a real directory inside out_dir, else None: a
+    render writes and deletes only in its own folder, never through a symlink out of it."""
+    if not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+        return None
+    path = out_dir / rel
+    return path if path.parent.resolve() == out_dir.resolve() / Path(rel).parent else None
+
+
+def _previous_files(out_dir: Path, name: str) -> list[str]:
+    """The files an earlier render of the same image wrote, from its build.json; anything else (no
+    plan, another image's, not ours) claims nothing, so nothing is deleted on its word."""
     try:
-        files = json.loads((out_dir / "build.json").read_text()).get("files", [])
-    except (OSError, ValueError, AttributeError):
+        plan = json.loads(read_bounded(out_dir / "build.json"))
+    except (InputError, ValueError):
         return []
-    return [
-        f for f in files if isinstance(f, str) and ".." not in Path(f).parts and not Path(f).is_absolute()
-    ]
+    if not isinstance(plan, dict) or plan.get("schema") != PLAN_SCHEMA or plan.get("name") != name:
+        return []
+    files = plan.get("files")
+    return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
 
 
 def render_image(spec: ImageSpec, out_dir: Path, *, sqsh_path: Path | None = None) -> Rendered:
@@ -155,7 +168,7 @@ def render_image(spec: ImageSpec, out_dir: Path, *, sqsh_path: Path | None = Non
         files, extra = uenv_files(spec)
     names = sorted([*files, "build.json"])
     plan = {
-        "schema": "cordee.buildplan/1",
+        "schema": PLAN_SCHEMA,
         "name": spec.name,
         "kind": spec.kind,
         "content_key": key,
@@ -164,10 +177,22 @@ def render_image(spec: ImageSpec, out_dir: Path, *, sqsh_path: Path | None = Non
         **extra,
         "files": names,
     }
-    stale = set(_previous_files(out_dir)) - set(names)
-    for rel, data in files.items():
-        _write_if_changed(out_dir / rel, data)
-    _write_if_changed(out_dir / "build.json", (json.dumps(plan, indent=2, sort_keys=True) + "\n").encode())
-    for rel in sorted(stale):  # left over from an earlier render of a different spec version
-        (out_dir / rel).unlink(missing_ok=True)
+    stale = set(_previous_files(out_dir, spec.name)) - set(names)
+    files["build.json"] = (json.dumps(plan, indent=2, sort_keys=True) + "\n").encode()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for rel, data in files.items():  # build.json last: it names what was written
+            path = _owned_path(out_dir, rel)
+            if path is None:
+                raise InputError(
+                    f"{out_dir / rel}: refusing to write through a symbolic link out of {out_dir}"
+                )
+            _write_if_changed(path, data)
+        for rel in sorted(stale):  # left over from an earlier render; a claim outside is ignored
+            path = _owned_path(out_dir, rel)
+            if path is not None and (path.is_file() or path.is_symlink()):
+                path.unlink()
+    except OSError as e:
+        where = e.filename or out_dir
+        raise InputError(f"cannot write the render into {shown(str(where))}: {e.strerror or e}") from None
     return Rendered(out_dir, names, spec.spec_hash, key, plan)
