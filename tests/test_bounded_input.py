@@ -140,3 +140,12 @@ def test_profile_file_that_is_a_fifo_or_too_deep(tmp_path):
     Path(tmp_path / "q.toml").write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
     with pytest.raises(InputError, match="not valid TOML: nested too deeply"):
         loader.load("q", tmp_path)
+
+
+def test_control_characters_in_keys_and_values_never_split_a_finding(tmp_path, env):
+    path = tmp_path / "ctl.toml"
+    path.write_text('"bad\\nkey" = 1\nimage = "ubuntu:24.04"\n[env]\n"A\\u001b[31mB" = "x"\n')
+    report = check_edf(str(path), env)
+    assert report.findings
+    for f in report.findings:
+        assert f.message.isprintable() and f.field.isprintable(), f

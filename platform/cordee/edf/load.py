@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from cordee.edf import fields
 from cordee.edf.fields import Mount
 from cordee.edf.layer import KEYS, SCALARS, Layer, empty_values, parse_layer
-from cordee.errors import InputError
+from cordee.errors import InputError, one_line
 
 __all__ = ["KEYS", "Edf", "EdfError", "EdfReport", "Finding", "Mount", "check_edf", "find_edf", "load_edf"]
 
@@ -177,7 +177,8 @@ class _Resolver:
         self.resolved: dict[tuple[Path, int], dict[str, Any] | None] = {}
 
     def add(self, file: str, field: str, severity: str, message: str) -> None:
-        self.findings.append(Finding(file, field, message, severity))
+        # keys, values and file names come from the user: a newline in one must not split a finding
+        self.findings.append(Finding(one_line(file), one_line(field), one_line(message), severity))
 
     def resolve(self, path: Path, stack: tuple[Path, ...]) -> dict[str, Any] | None:
         key = (path, len(stack))
