@@ -158,6 +158,21 @@ def test_unknown_provider_is_empty_not_an_error(fabric):
     assert fabric.getinfo("tcp;no-such-utility") == []
 
 
+@pytest.mark.parametrize("value", ["tcp", "tcp,udp", "^tcp", "^tcp,shm", "tcp,doesnotexist", "doesnotexist"])
+def test_provider_filter_reads_fi_provider_as_libfabric_does(fabric, value):
+    """provider_filter's reading of FI_PROVIDER predicts the core providers fi_info lists under it
+    (libfabric reads the variable once per process, so fi_info, not this process, is asked)."""
+    negated, names = lf.provider_filter(value)
+    cores = {info.provider.split(";")[0] for info in fabric.getinfo()}
+    r = subprocess.run(
+        [FI_INFO], env=dict(os.environ, FI_PROVIDER=value), capture_output=True, text=True, timeout=60
+    )
+    listed = {p.split(";")[0] for p in re.findall(r"^provider: (\S+)$", r.stdout, flags=re.M)}
+    assert listed == {core for core in cores if (core in names) != negated}, value
+    if not listed:
+        assert "-61" in r.stdout + r.stderr  # -FI_ENODATA: what net show turns into a failure
+
+
 def test_requested_api_newer_than_library_is_refused(fabric):
     newer = fabric.api_version_code + 1
     with pytest.raises(lf.LibfabricError) as e:

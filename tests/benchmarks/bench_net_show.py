@@ -21,7 +21,7 @@ compileall.compile_dir(os.path.dirname(cordee.__file__), quiet=1)
 cordee_bin = str(Path(sys.executable).with_name("cordee"))
 
 sys.path.insert(0, str(ROOT / "tests"))
-from test_netplugin import build_fake  # noqa: E402 - the tests' own plugin builder
+from netplugins.build import build_fake  # noqa: E402 - the tests' own plugin builder
 
 plugin = build_fake(Path(tempfile.mkdtemp(prefix="cordee-bench-net-")) / "lib" / "libnccl-net-fake.so", 10)
 base_env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "NCCL_"))}

@@ -1,7 +1,9 @@
 /* A well-behaved fake NCCL net plugin for cordee's tests. Build with -DABI=8..12 and
  * -include VALUES.h, where the test writes PLUGIN_NAME and FAKE_DEVICES (an initializer of
  * struct fake_dev[]): every property the plugin reports comes from the test's own values.
- * Environment: FAKE_NET_INIT_RC (init's return code), FAKE_NET_SETTING (echoed in the log). */
+ * Environment: FAKE_NET_INIT_RC (init's return code; when not 0, init first logs why at WARN level,
+ * as aws-ofi-nccl does), FAKE_NET_SETTING (echoed in the log). With -DWITH_DEP the plugin calls
+ * into libcordeetestdep.so (dep_lib.c), which it is linked against. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +24,9 @@ static const struct fake_dev devs[] = FAKE_DEVICES;
 #define NDEV ((int)(sizeof devs / sizeof devs[0]))
 
 static logger_t logger;
+#ifdef WITH_DEP
+int cordee_test_dep_value(void);
+#endif
 #if ABI >= 11
 static int init_ctx_marker; /* the context init hands out; finalize must get it back */
 #endif
@@ -51,7 +56,14 @@ static int common_init(logger_t log) {
   /* nine doubles: the ninth travels on the stack among the integers, beyond cordee's formatting */
   logger(LOG_INFO, SUB_NET, __FILE__, __LINE__, "nine doubles %g %g %g %g %g %g %g %g %g", 1.0, 2.0, 3.0, 4.0, 5.0,
          6.0, 7.0, 8.0, 9.0);
+#ifdef WITH_DEP
+  logger(LOG_INFO, SUB_INIT, __FILE__, __LINE__, "libcordeetestdep says %d", cordee_test_dep_value());
+#endif
   const char *rc = getenv("FAKE_NET_INIT_RC");
+  if (rc && atoi(rc) != RC_SUCCESS) {
+    logger(LOG_INFO, SUB_INIT, __FILE__, __LINE__, "looking for a usable NIC");
+    logger(LOG_WARN, SUB_INIT, __FILE__, __LINE__, "no usable NIC: %s", "all links down (FAKE_NET_INIT_RC)");
+  }
   return rc ? atoi(rc) : RC_SUCCESS;
 }
 

@@ -32,6 +32,7 @@ from cordee.interconnect.libload import LibraryLocation, find_library
 OVERRIDE_VAR = "CORDEE_LIBFABRIC_LIBRARY"
 SONAME = "libfabric.so.1"
 FI_ENODATA = 61  # fi_getinfo: no provider matched (errno ENODATA)
+PROVIDER_VAR = "FI_PROVIDER"  # read once, when libfabric initialises: providers it may register
 FI_MR_BASIC, FI_MR_SCALABLE = 1, 2  # enum fi_mr_mode, the two obsolete values
 # enum fi_type (fabric.h) for fi_tostr_r
 FI_TYPE_EP_TYPE, FI_TYPE_CAPS, FI_TYPE_ADDR_FORMAT, FI_TYPE_VERSION = 1, 2, 4, 18
@@ -131,6 +132,16 @@ class FabricInfo(NamedTuple):
 
 def find_libfabric(environ=os.environ) -> LibraryLocation:
     return find_library(SONAME, override_var=OVERRIDE_VAR, environ=environ)
+
+
+def provider_filter(value: str | None) -> tuple[bool, list[str]]:
+    """FI_PROVIDER as libfabric reads it (ofi_create_filter): (negated, names). "a,b" allows only
+    core providers a and b (utility providers such as ofi_rxm still layer over them); "^a,b"
+    excludes them. Unset or empty: (False, []), every provider."""
+    if not value:
+        return False, []
+    negated = value.startswith("^")
+    return negated, [name for name in value[negated:].split(",") if name]
 
 
 def version_str(v: int) -> str:

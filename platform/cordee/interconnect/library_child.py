@@ -3,12 +3,13 @@
     python -m cordee.interconnect.library_child [--nccl PATH] [--libfabric PATH] [--provider NAME]
 
 Each section carries either its facts or an "error"; a crash or hang of the whole child is
-handled by the parent (child.run_module).
+handled by the parent (child_protocol.run_module).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
 from cordee.interconnect.child_protocol import emit
 
@@ -26,15 +27,18 @@ def nccl_facts(path: str) -> dict:
 
 
 def libfabric_facts(path: str, provider: str | None) -> dict:
-    from cordee.interconnect.libfabric import Libfabric
+    """Version and endpoints, with what filtered them: FI_PROVIDER as this process had it
+    (libfabric reads it at its initialisation) and `provider`, the --provider of net show."""
+    from cordee.interconnect.libfabric import PROVIDER_VAR, Libfabric
     from cordee.interconnect.libload import LibraryLocation
 
+    filters = {"fi_provider": os.environ.get(PROVIDER_VAR), "provider_filter": provider}
     try:
         lib = Libfabric(LibraryLocation(path, "given"))
         infos = lib.getinfo(provider)
-        return {"version": lib.version, "endpoints": [i.as_dict() for i in infos]}
+        return {"version": lib.version, "endpoints": [i.as_dict() for i in infos], **filters}
     except Exception as e:  # noqa: BLE001
-        return {"error": f"{type(e).__name__}: {e}"}
+        return {"error": f"{type(e).__name__}: {e}", **filters}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,9 +1,10 @@
 """What `cordee net show` reports: NCCL, its net plugin and NICs, libfabric, CXI devices and
-high-speed interfaces, each with a one-line verdict.
+high-speed interfaces, each with a one-line verdict (netverdicts.py), and the text rendering.
 
-The libraries are loaded in child processes (child_protocol.py) with a timeout, the plugin probe and the
-libnccl and libfabric queries running side by side; sysfs is read here. Bad input, such as an
-override or NCCL_NET_PLUGIN path that does not exist, raises InputError before anything is loaded.
+The libraries are loaded in child processes (child_protocol.py) with a timeout, the plugin probe
+and the libnccl and libfabric queries running side by side; sysfs is read here. Bad input, such
+as an override or NCCL_NET_PLUGIN path that does not exist, raises InputError before anything is
+loaded.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import threading
 import time
 from collections.abc import Mapping
 
+from cordee.errors import one_line
 from cordee.interconnect import sysfs
+from cordee.interconnect.netverdicts import verdicts, worst
 
 SCHEMA = "cordee.net/1"
-LEVELS = ("ok", "info", "warn", "fail")  # worst last; exit code: ok/info 0, warn 1, fail 2
+PLUGIN_LOG_LINES = 5  # of the plugin's own log, shown under a failing plugin verdict
 
 
 def _locate(find, override: str, environ: Mapping[str, str]) -> tuple[dict, str | None]:
@@ -74,15 +77,17 @@ def collect(
     root: str = "/",
 ) -> dict:
     from cordee.interconnect import libfabric, nccl
-    from cordee.interconnect.netplugin import resolve as netplugin
+    from cordee.interconnect.netplugin import probe as netplugin
+    from cordee.interconnect.netplugin.resolve import plugin_request
 
     started = time.monotonic()
     # bad input first (PluginError / LibraryNotFound with an override): nothing is loaded
-    netplugin.plugin_request(environ)
+    plugin_request(environ)
     nccl_doc, nccl_path = _locate(nccl.find_libnccl, nccl.OVERRIDE_VAR, environ)
     fabric_doc, fabric_path = _locate(libfabric.find_libfabric, libfabric.OVERRIDE_VAR, environ)
 
-    probe = _in_thread(netplugin.probe_plugin, environ, timeout=timeout)
+    # the plugin is read through the ABI version this libnccl would use
+    probe = _in_thread(netplugin.probe_plugin, environ, nccl=nccl_path, timeout=timeout)
     jobs = {}
     if nccl_path:
         jobs["nccl"] = _in_thread(_query, "nccl", ["--nccl", nccl_path], environ, timeout)
@@ -111,112 +116,6 @@ def collect(
     return doc
 
 
-def worst(levels) -> str:
-    return max(levels, key=LEVELS.index, default="ok")
-
-
-def _v(item: str, level: str, message: str) -> dict:
-    return {"item": item, "level": level, "message": message}
-
-
-def _nccl_verdict(n: dict) -> dict:
-    if not n.get("found"):
-        return _v("nccl", "warn", f"libnccl.so.2 not found: {n.get('error')}")
-    if "error" in n:
-        return _v("nccl", "fail", f"{n['path']} does not load: {n['error']}")
-    return _v("nccl", "ok", f"NCCL {n['version']} ({n['how']}: {n['path']})")
-
-
-def _plugin_verdicts(p: dict, n_cxi: int) -> list[dict]:
-    if p.get("disabled"):
-        return [_v("plugin", "info", "disabled by NCCL_NET_PLUGIN: NCCL uses its internal transports")]
-    if p.get("path") is None and not (p.get("error") or "").startswith("no plugin found"):
-        return [_v("plugin", "fail", p["error"])]  # found but could not load: a missing dependency?
-    if p.get("path") is None:
-        return [
-            _v(
-                "plugin",
-                "warn" if n_cxi else "info",
-                "no NCCL net plugin found (tried "
-                + ", ".join(p.get("candidates") or [])
-                + "): NCCL falls back to IB verbs or TCP sockets"
-                + (" — on Slingshot that is TCP, a fraction of the link speed" if n_cxi else ""),
-            )
-        ]
-    if p.get("error"):
-        return [_v("plugin", "fail", f"{p['path']}: {p['error']}")]
-    devs = p.get("devices") or []
-    out = [
-        _v("plugin", "ok", f"{p.get('name')!r} via ncclNetPlugin_v{p.get('abi_version')}, {len(devs)} NICs")
-    ]
-    if not devs:
-        out.append(_v("plugin", "fail", "the plugin reports no network devices"))
-    elif not all("cuda" in d.get("ptr_support", ()) or "dmabuf" in d.get("ptr_support", ()) for d in devs):
-        out.append(_v("plugin", "warn", "GPUDirect RDMA off on some NICs: no CUDA/dma-buf pointer support"))
-    if n_cxi and devs and len(devs) != n_cxi:
-        out.append(
-            _v("plugin", "warn", f"the plugin sees {len(devs)} NICs but the node has {n_cxi} CXI devices")
-        )
-    return out
-
-
-def _libfabric_verdicts(f: dict, n_cxi: int) -> list[dict]:
-    if not f.get("found"):
-        return [_v("libfabric", "warn" if n_cxi else "info", f"libfabric.so.1 not found: {f.get('error')}")]
-    if "error" in f:
-        return [_v("libfabric", "fail", f"{f['path']} does not load or query: {f['error']}")]
-    provs = sorted({e["provider"] for e in f.get("endpoints", [])})
-    out = [_v("libfabric", "ok", f"libfabric {f['version']}: providers {', '.join(provs) or 'none'}")]
-    if n_cxi and not any(p.split(";")[0] == "cxi" for p in provs):
-        out.append(_v("libfabric", "fail", "CXI devices present but this libfabric has no cxi provider"))
-    return out
-
-
-def _cxi_verdicts(devices: list[dict]) -> list[dict]:
-    if not devices:
-        return [_v("cxi", "info", "no CXI devices (not a Slingshot node)")]
-    out = []
-    for d in devices:
-        up = sysfs.link_is_up(d["link_state"])
-        where = f"{d['name']}" + (f" ({d['netdev']})" if d["netdev"] else "")
-        if up is False:
-            out.append(_v("cxi", "fail", f"{where}: link {d['link_state']}"))
-        elif d["dev_node"] is None:
-            out.append(_v("cxi", "fail", f"{where}: no /dev/{d['name']} (not visible in this container?)"))
-        else:
-            state = d["link_state"] or "state unknown"
-            out.append(
-                _v("cxi", "ok" if up else "info", f"{where}: link {state} {d['link_speed'] or ''}".rstrip())
-            )
-    return out
-
-
-def _interface_verdicts(interfaces: list[dict]) -> list[dict]:
-    out = []
-    for i in interfaces:
-        speed = f"{i['speed_mbps'] // 1000} Gb/s" if i["speed_mbps"] else "speed unknown"
-        level = "ok" if i["operstate"] == "up" else "warn"
-        out.append(
-            _v(
-                "interface",
-                level,
-                f"{i['name']} ({i['kind']}, {i['driver'] or '-'}): {i['operstate']}, {speed}",
-            )
-        )
-    return out
-
-
-def verdicts(doc: dict) -> list[dict]:
-    n_cxi = len(doc["cxi"])
-    return (
-        [_nccl_verdict(doc["nccl"])]
-        + _plugin_verdicts(doc["plugin"], n_cxi)
-        + _libfabric_verdicts(doc["libfabric"], n_cxi)
-        + _cxi_verdicts(doc["cxi"])
-        + _interface_verdicts(doc["interfaces"])
-    )
-
-
 _MARK = {"ok": "ok  ", "info": "info", "warn": "WARN", "fail": "FAIL"}
 
 
@@ -232,6 +131,18 @@ def _plugin_lines(p: dict) -> list[str]:
             f"port {d['port']}  latency {d['latency_us']:g} us  maxComms {d['max_comms']}"
         )
     return lines
+
+
+def plugin_log_excerpt(log: list[dict], limit: int = PLUGIN_LOG_LINES) -> list[dict]:
+    """The plugin's own words on why it failed: its last WARN (or ABORT) lines, else its last lines."""
+    warnings = [m for m in log if m.get("level") in ("WARN", "ABORT")]
+    return (warnings or log)[-limit:]
+
+
+def _log_line(m: dict) -> str:
+    where = f" {os.path.basename(m['file'])}:{m['line']}" if m.get("file") else ""
+    # one_line: a plugin's message must not forge lines of the report
+    return f"{'':17}{m.get('level')}{where}: {one_line(m.get('message') or '')}"
 
 
 def render_text(doc: dict) -> str:
@@ -252,5 +163,10 @@ def render_text(doc: dict) -> str:
             f"link {d['link_state'] or '?'} {d['link_speed'] or ''} {d['netdev'] or ''}".rstrip()
         )
     lines.append("")
-    lines += [f"[{_MARK[v['level']]}] {v['item']:<9} {v['message']}" for v in doc["verdicts"]]
+    log_shown = False
+    for v in doc["verdicts"]:
+        lines.append(f"[{_MARK[v['level']]}] {v['item']:<9} {v['message']}")
+        if v["item"] == "plugin" and v["level"] == "fail" and not log_shown:
+            lines += [_log_line(m) for m in plugin_log_excerpt(doc["plugin"].get("log") or [])]
+            log_shown = True
     return "\n".join(lines)

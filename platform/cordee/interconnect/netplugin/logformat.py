@@ -1,7 +1,7 @@
 """C printf formatting in Python, for the variadic logger of NCCL net plugins.
 
 The plugin's logger arguments arrive as raw integer-class and double register/stack slots
-(probe_child.py explains how); this renders the format string with them the way glibc would, or
+(abi.py explains how); this renders the format string with them the way glibc would, or
 gives back the raw format string where it cannot be sure (%n, long double, wide characters, too
 few slots). `%s` dereferences a pointer the plugin passed: only ever call this in the probe's
 child process.

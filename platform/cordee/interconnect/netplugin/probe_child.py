@@ -1,18 +1,11 @@
-"""ctypes mirror of the NCCL net plugin ABI (ncclNet_v8 .. ncclNet_v12) and the in-child probe.
+"""The net plugin probe, in the child process that may die with the plugin.
 
-Run as `python -m cordee.interconnect.netplugin.probe_child [PATH] [--resolve-only] [--progress FILE]`:
-resolve the plugin as NCCL would (or take PATH), dlopen it RTLD_NOW|RTLD_LOCAL, pick the
-newest ncclNetPlugin_vN cordee understands, call init / devices / getProperties / finalize,
-and print one JSON document (schema cordee.netplugin/1) on stdout. Meant to run in a child
-process (cordee.interconnect.netplugin.resolve.probe_plugin): a plugin may crash or hang here.
-
-Layouts follow NCCL's src/include/plugin/net/net_v8.h .. net_v12.h (LP64). The logger is
-variadic in C; ctypes callbacks are not. On x86_64 and aarch64 (Linux) variadic arguments
-travel exactly like ordinary ones (integers in the free argument registers then 8-byte stack
-slots, doubles in the 8 vector registers), so the callback declares 16 extra integer and 8
-double parameters and formats the printf string with them. Reading unused slots only reads
-the caller's stack frame. More than 16 integer or 8 double arguments, %n, %L and unknown
-conversions leave the message as the raw format string; on other machines it is always raw.
+Run as `python -m cordee.interconnect.netplugin.probe_child [PATH] [--resolve-only] [--nccl LIBNCCL]
+[--progress FILE]`: resolve the plugin as NCCL would (or take PATH), dlopen it RTLD_NOW|RTLD_LOCAL,
+pick the newest ncclNetPlugin_vN that both cordee (abi.py) and LIBNCCL (nccl_versions.py) know,
+call init / devices / getProperties / finalize, and print one JSON document (schema
+cordee.netplugin/1) on stdout. The parent side is
+probe.probe_plugin; the progress file tells it how far this process got if the plugin kills it.
 """
 
 from __future__ import annotations
@@ -21,159 +14,24 @@ import argparse
 import ctypes
 import json
 import os
-import struct
 import sys
-from ctypes import (
-    POINTER,
-    Structure,
-    byref,
-    c_char_p,
-    c_double,
-    c_float,
-    c_int,
-    c_int16,
-    c_size_t,
-    c_uint64,
-    c_ulong,
-    c_void_p,
-)
+from ctypes import byref, c_char_p, c_int, c_void_p
 
+from cordee.interconnect.nccl import RESULT_NAMES
+from cordee.interconnect.netplugin import abi
+from cordee.interconnect.netplugin.loadfail import load_failure
 from cordee.interconnect.netplugin.logformat import format_printf
-from cordee.interconnect.netplugin.resolve import (
-    ABI_VERSIONS,
-    SCHEMA,
-    candidate_names,
-    disabled_error,
-    nccl_conf_settings,
-    ptr_support_names,
-    result_name,
-)
+from cordee.interconnect.netplugin.nccl_versions import nccl_net_versions
+from cordee.interconnect.netplugin.probe import SCHEMA
+from cordee.interconnect.netplugin.resolve import candidate_names, disabled_error, nccl_conf_settings
 
 SCANNED_VERSIONS = tuple(range(16, 0, -1))  # report every ncclNetPlugin_vN present, newest first
 MAX_DEVICES = 1024  # a garbage device count must not loop for ever
-LEVEL_NAMES = {0: "NONE", 1: "VERSION", 2: "WARN", 3: "INFO", 4: "ABORT", 5: "TRACE"}
-NCCL_NET_TRAFFIC_CLASS_UNDEF = -1
 RTLD_DI_LINKMAP = 2
 
 
-class VDeviceProps4(Structure):  # v9 .. v11: NCCL_NET_MAX_DEVS_PER_NIC = 4
-    _fields_ = [("ndevs", c_int), ("devs", c_int * 4)]
-
-
-class VDeviceProps8(Structure):  # v12
-    _fields_ = [("ndevs", c_int), ("devs", c_int * 8)]
-
-
-_HEAD = [("name", c_char_p), ("pciPath", c_char_p), ("guid", c_uint64), ("ptrSupport", c_int)]
-_BODY = [("speed", c_int), ("port", c_int), ("latency", c_float), ("maxComms", c_int)]
-_BODY += [("maxRecvs", c_int), ("netDeviceType", c_int), ("netDeviceVersion", c_int)]
-
-
-class PropertiesV8(Structure):
-    _fields_ = _HEAD + [("regIsGlobal", c_int)] + _BODY
-
-
-class PropertiesV9(Structure):  # also v10
-    _fields_ = _HEAD + [("regIsGlobal", c_int), ("forceFlush", c_int)] + _BODY
-    _fields_ += [("vProps", VDeviceProps4), ("maxP2pBytes", c_size_t), ("maxCollBytes", c_size_t)]
-
-
-class PropertiesV11(Structure):
-    _fields_ = PropertiesV9._fields_ + [("maxMultiRequestSize", c_int)]
-
-
-class PropertiesV12(Structure):
-    _fields_ = _HEAD + [("regIsGlobal", c_int), ("forceFlush", c_int)] + _BODY
-    _fields_ += [("vProps", VDeviceProps8), ("maxP2pBytes", c_size_t), ("maxCollBytes", c_size_t)]
-    _fields_ += [("maxMultiRequestSize", c_int), ("railId", c_int16), ("planeId", c_int16)]
-
-
-class CommConfig(Structure):  # ncclNetCommConfig_v10/v11/v12_t
-    _fields_ = [("trafficClass", c_int)]
-
-
-PROPERTIES = {8: PropertiesV8, 9: PropertiesV9, 10: PropertiesV9, 11: PropertiesV11, 12: PropertiesV12}
-
-_FORMATS_VARARGS = os.uname().machine in ("x86_64", "aarch64") and ctypes.sizeof(c_void_p) == 8
-_N_INT, _N_DOUBLE = (16, 8) if _FORMATS_VARARGS else (0, 0)
-LOGGER = ctypes.CFUNCTYPE(
-    None, c_int, c_ulong, c_char_p, c_int, c_char_p, *([c_uint64] * _N_INT), *([c_double] * _N_DOUBLE)
-)
-
-# slots after name, init, devices, getProperties; v8 has 19 in all, v9/v10 20, v11/v12 22
-_SLOTS_V8 = "listen connect accept regMr regMrDmaBuf deregMr isend irecv iflush test closeSend closeRecv"
-_SLOTS_V8 = (_SLOTS_V8 + " closeListen getDeviceMr irecvConsumed").split()
-
-
-def _init_type(version: int):
-    if version <= 9:
-        return ctypes.CFUNCTYPE(c_int, LOGGER)
-    if version == 10:
-        return ctypes.CFUNCTYPE(c_int, LOGGER, c_void_p)  # (logFn, profilerCallback)
-    return ctypes.CFUNCTYPE(c_int, POINTER(c_void_p), c_uint64, POINTER(CommConfig), LOGGER, c_void_p)
-
-
-def net_table(version: int) -> type[Structure]:
-    """The ncclNet_vN_t function table as a ctypes Structure."""
-    fields = [
-        ("name", c_char_p),
-        ("init", _init_type(version)),
-        ("devices", ctypes.CFUNCTYPE(c_int, POINTER(c_int))),
-        ("getProperties", ctypes.CFUNCTYPE(c_int, c_int, POINTER(PROPERTIES[version]))),
-    ] + [(slot, c_void_p) for slot in _SLOTS_V8]
-    if version >= 9:
-        fields.append(("makeVDevice", c_void_p))
-    if version >= 11:
-        fields += [("finalize", ctypes.CFUNCTYPE(c_int, c_void_p)), ("setNetAttr", c_void_p)]
-    return type(f"NetV{version}", (Structure,), {"_fields_": fields})
-
-
-# --- the probe -----------------------------------------------------------------------------------
-
-
-def _text(raw: bytes | None) -> str | None:
-    return None if raw is None else raw.decode(errors="replace")
-
-
-def _float32(value: float) -> float:
-    """The shortest decimal that is the same float32 (1.25, not 1.2500000476837158)."""
-    packed = struct.pack("f", value)
-    for digits in range(6, 10):
-        short = float(f"{value:.{digits}g}")
-        if struct.pack("f", short) == packed:
-            return short
-    return value
-
-
-def device_record(index: int, props: Structure, version: int) -> dict:
-    """getProperties' struct as a NetDevice dict (fields absent in this version are None)."""
-    v9 = version >= 9
-    vdevs = None
-    if v9:
-        cap = len(props.vProps.devs)
-        vdevs = list(props.vProps.devs[: max(0, min(props.vProps.ndevs, cap))])
-    return {
-        "index": index,
-        "name": _text(props.name),
-        "pci_path": _text(props.pciPath),
-        "guid": props.guid,
-        "ptr_support": list(ptr_support_names(props.ptrSupport)),
-        "reg_is_global": bool(props.regIsGlobal),
-        "force_flush": bool(props.forceFlush) if v9 else None,
-        "speed_mbps": props.speed,
-        "port": props.port,
-        "latency_us": _float32(props.latency),
-        "max_comms": props.maxComms,
-        "max_recvs": props.maxRecvs,
-        "net_device_type": props.netDeviceType,
-        "net_device_version": props.netDeviceVersion,
-        "vdevs": vdevs,
-        "max_p2p_bytes": props.maxP2pBytes if v9 else None,
-        "max_coll_bytes": props.maxCollBytes if v9 else None,
-        "max_multi_request_size": props.maxMultiRequestSize if version >= 11 else None,
-        "rail_id": props.railId if version >= 12 else None,
-        "plane_id": props.planeId if version >= 12 else None,
-    }
+def result_name(rc: int) -> str:
+    return RESULT_NAMES.get(rc, "unknown result")
 
 
 def _loaded_path(lib: ctypes.CDLL) -> str | None:
@@ -191,6 +49,26 @@ def _loaded_path(lib: ctypes.CDLL) -> str | None:
     return None
 
 
+def _span(versions) -> str:
+    """ "v12..v8", "v7, v6" or "v9": a list of ABI versions, newest first, for messages."""
+    versions = sorted(versions, reverse=True)
+    if len(versions) > 2 and versions == list(range(versions[0], versions[-1] - 1, -1)):
+        return f"v{versions[0]}..v{versions[-1]}"
+    return ", ".join(f"v{v}" for v in versions) or "none"
+
+
+def _has_symbol(lib: ctypes.CDLL, name: str) -> bool:
+    try:
+        ctypes.c_char.in_dll(lib, name)
+    except ValueError:
+        return False
+    return True
+
+
+class _Stop(Exception):
+    """The probe cannot go on; the message becomes the report's error."""
+
+
 class Probe:
     """Steps of the probe; each change of state is also appended to the progress file, so the
     parent still knows the phase and the log if the plugin kills this process."""
@@ -198,7 +76,7 @@ class Probe:
     def __init__(self, progress: str | None):
         self.fd = os.open(progress, os.O_WRONLY | os.O_APPEND) if progress else None
         self.state: dict = {"schema": SCHEMA, "log": [], "devices": [], "phase": None, "error": None}
-        self.logger = LOGGER(self._log)  # referenced for as long as the plugin may call it
+        self.logger = abi.LOGGER(self._log)  # referenced for as long as the plugin may call it
 
     def _emit(self, event: dict) -> None:
         if self.fd is not None:
@@ -212,8 +90,9 @@ class Probe:
         try:
             text = fmt.decode(errors="replace") if fmt else ""
             if args:
-                text = format_printf(text, list(args[:_N_INT]), list(args[_N_INT:]))
-            entry = {"level": LEVEL_NAMES.get(level, str(level)), "file": _text(file), "line": line}
+                n_int = abi.N_INT_ARGS
+                text = format_printf(text, list(args[:n_int]), list(args[n_int:]))
+            entry = {"level": abi.LEVEL_NAMES.get(level, str(level)), "file": abi.text(file), "line": line}
             entry["message"] = text.rstrip("\n")
             self.state["log"].append(entry)
             self._emit({"log": entry})
@@ -221,6 +100,8 @@ class Probe:
             pass
 
     def load(self, path: str | None) -> ctypes.CDLL | None:
+        """dlopen the first candidate that loads, as NCCL does. None: disabled, not found, or
+        every file that exists failed to load (the error says which and why)."""
         requested = os.environ.get("NCCL_NET_PLUGIN")
         candidates = [path] if path else candidate_names(requested)
         self.set(requested=None if path else requested, candidates=candidates)
@@ -233,17 +114,15 @@ class Probe:
             try:
                 lib = ctypes.CDLL(name, mode=os.RTLD_NOW | os.RTLD_LOCAL)
             except OSError as exc:
-                failures.append((name, str(exc)))
+                failures.append(load_failure(name, str(exc)))
                 continue
             self.set(path=_loaded_path(lib) or name, phase=None)
             return lib
-        missing = [n for n, e in failures if "No such file or directory" in e]
-        other = [f"{n}: {e}" for n, e in failures if "No such file or directory" not in e]
-        if other:
-            error = "could not load " + "; ".join(other)
+        unloadable = [f.describe() for f in failures if f.path is not None]
+        if unloadable:
+            self.set(phase=None, error="could not load " + "; ".join(unloadable))
         else:
-            error = f"no plugin found (tried: {', '.join(missing)})"
-        self.set(phase=None, error=error)
+            self.set(phase=None, not_found=True, error=f"no plugin found (tried: {', '.join(candidates)})")
         return None
 
     def call(self, phase: str, fn, *args) -> int:
@@ -254,26 +133,37 @@ class Probe:
         self.set(phase=None)
         return rc
 
-    def run(self, lib: ctypes.CDLL) -> None:
+    def choose_version(self, lib: ctypes.CDLL) -> int:
+        """The ABI NCCL would use (its newest among the plugin's), if cordee can read it."""
         exported = [v for v in SCANNED_VERSIONS if _has_symbol(lib, f"ncclNetPlugin_v{v}")]
-        usable = [v for v in exported if v in ABI_VERSIONS]
         self.set(exported=exported)
+        nccl = self.state.get("nccl_versions")  # None: which NCCL is not known
+        seen_by_nccl = [v for v in exported if nccl is None or v in nccl]
+        if exported and not seen_by_nccl:
+            raise _Stop(
+                f"the plugin exports {_span(exported)}, the NCCL in {self.state['nccl']} looks for "
+                f"{_span(nccl)}: NCCL would not load it and would use its internal transports"
+            )
+        usable = [v for v in seen_by_nccl if v in abi.ABI_VERSIONS]
         if not usable:
             found = ", ".join(f"v{v}" for v in sorted(exported)) or "none"
-            newest, oldest = ABI_VERSIONS[0], ABI_VERSIONS[-1]
+            newest, oldest = abi.ABI_VERSIONS[0], abi.ABI_VERSIONS[-1]
             raise _Stop(f"exports no ncclNetPlugin_v{newest}..v{oldest} symbol (found: {found})")
-        version = usable[0]
-        table = net_table(version).in_dll(lib, f"ncclNetPlugin_v{version}")
-        self.set(abi_version=version, name=_text(table.name))
+        return usable[0]
+
+    def run(self, lib: ctypes.CDLL) -> None:
+        version = self.choose_version(lib)
+        table = abi.net_table(version).in_dll(lib, f"ncclNetPlugin_v{version}")
+        self.set(abi_version=version, name=abi.text(table.name))
         ctx = c_void_p()
         if version >= 11:
-            config = CommConfig(NCCL_NET_TRAFFIC_CLASS_UNDEF)  # what NCCL passes when none is set
+            config = abi.CommConfig(abi.NCCL_NET_TRAFFIC_CLASS_UNDEF)  # what NCCL passes when none is set
             rc = self.call("init", table.init, byref(ctx), 0, byref(config), self.logger, None)
         elif version == 10:
             rc = self.call("init", table.init, self.logger, None)
         else:
             rc = self.call("init", table.init, self.logger)
-        self.set(init_result=rc, name=_text(table.name))  # some plugins set their name in init
+        self.set(init_result=rc, name=abi.text(table.name))  # some plugins set their name in init
         if rc != 0:
             raise _Stop(f"init returned {rc} ({result_name(rc)})")
         try:
@@ -292,31 +182,20 @@ class Probe:
         if count.value <= 0:  # NCCL then disables the plugin
             raise _Stop(f"plugin reports {count.value} devices")
         for index in range(min(count.value, MAX_DEVICES)):
-            props = PROPERTIES[version]()
+            props = abi.PROPERTIES[version]()
             rc = self.call(f"getProperties(dev {index})", table.getProperties, index, byref(props))
             if rc != 0:
                 raise _Stop(f"getProperties(dev {index}) returned {rc} ({result_name(rc)})")
-            device = device_record(index, props, version)
+            device = abi.device_record(index, props, version)
             self.state["devices"].append(device)
             self._emit({"device": device})
-
-
-class _Stop(Exception):
-    """The probe cannot go on; the message becomes the report's error."""
-
-
-def _has_symbol(lib: ctypes.CDLL, name: str) -> bool:
-    try:
-        ctypes.c_char.in_dll(lib, name)
-    except ValueError:
-        return False
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name if __spec__ else __name__}")
     parser.add_argument("path", nargs="?", help="plugin file or name (default: NCCL's resolution)")
     parser.add_argument("--resolve-only", action="store_true", help="stop after the dlopen")
+    parser.add_argument("--nccl", help="the libnccl.so.2 file a job would load: use the ABI it would")
     parser.add_argument("--progress", help="append progress events (JSON lines) to this file")
     args = parser.parse_args(argv)
     out = os.dup(1)
@@ -324,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     for key, (value, _) in nccl_conf_settings(os.environ).items():
         os.environ[key] = value  # as NCCL does before it loads plugins (setenv without overwrite)
     probe = Probe(args.progress)
+    if args.nccl:
+        try:
+            versions = nccl_net_versions(args.nccl) or None  # it names none: not known either
+        except (OSError, ValueError):
+            versions = None
+        probe.set(nccl=args.nccl, nccl_versions=None if versions is None else list(versions))
     lib = probe.load(args.path)
     if lib is not None and not args.resolve_only:
         try:

@@ -1,0 +1,1 @@
+"""Test NCCL net plugins: C sources (one per behaviour) and build.py, which compiles them with gcc."""
