@@ -16,16 +16,13 @@ import os
 import re
 import resource
 import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-import threading
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from cordee import process
 from cordee.errors import EXIT_UNKNOWN, CordeeError, InputError
 from cordee.fileio import write_atomic
 
@@ -114,17 +111,27 @@ def podman_environ(environ=None, *, needed: bool | None = None) -> dict[str, str
     return env
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):  # gone already, or nothing left we may signal
-            return
-        try:
-            proc.wait(KILL_GRACE)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+class _LogLines:
+    """A child's output line by line: into the log, the last lines kept for the error message,
+    those for which show(line) holds also on stderr (progress)."""
+
+    def __init__(self, log: IO[str], show: Callable[[str], bool] = lambda line: False) -> None:
+        self.log = log
+        self.show = show
+        self.tail: deque[str] = deque(maxlen=5)
+
+    def __call__(self, line: str) -> None:
+        self.log.write(line if line.endswith("\n") else line + "\n")
+        self.tail.append(line.rstrip())
+        if self.show(line):
+            print(f"  {line.rstrip()}", file=sys.stderr, flush=True)
+
+    def last(self) -> str:
+        return " | ".join(t for t in self.tail if t.strip())
+
+
+def _ending(result: process.Result) -> str:
+    return f"killed by {result.signal}" if result.signal else f"exit {result.returncode}"
 
 
 def run_logged(
@@ -135,56 +142,35 @@ def run_logged(
     log: IO[str],
     env: dict[str, str] | None = None,
     show: Callable[[str], bool] = lambda line: False,
-    stdin=subprocess.DEVNULL,
+    stdin=process.DEVNULL,
     cwd: str | None = None,
 ) -> None:
     """Run argv with stdout+stderr into `log`; lines for which show(line) holds also go to stderr
-    (progress). Stops the whole process group after `timeout` seconds. Raises StepError naming
-    `what` with the last lines of output, or StepTimeout."""
+    (progress). Stops the whole process group after `timeout` seconds (cordee.process: SIGTERM,
+    SIGKILL after KILL_GRACE). Raises StepError naming `what` with the last lines of output, or
+    StepTimeout."""
     log.write(f"\n== {what}: {' '.join(argv)}\n")
     log.flush()
+    lines = _LogLines(log, show)
     try:
-        proc = subprocess.Popen(
+        run = process.run(
             argv,
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            grace=KILL_GRACE,
             env=env,
             cwd=cwd,
-            text=True,
-            errors="replace",
-            start_new_session=True,  # the timeout stops children too (conmon, runc, dpkg)
+            stdin=stdin,
+            stdout=lines,
+            stderr=process.STDOUT,
         )
     except FileNotFoundError as e:
         raise StepError(f"{what}: {argv[0]} is not installed ({e.strerror})") from None
-    timed_out = threading.Event()
-
-    def expire() -> None:
-        timed_out.set()
-        _kill_group(proc)
-
-    timer = threading.Timer(timeout, expire)
-    timer.daemon = True
-    timer.start()
-    tail: deque[str] = deque(maxlen=5)
-    try:
-        for line in proc.stdout:
-            log.write(line)
-            tail.append(line.rstrip())
-            if show(line):
-                print(f"  {line.rstrip()}", file=sys.stderr, flush=True)
-        rc = proc.wait()
-    except BaseException:  # Ctrl-C: leave nothing running
-        _kill_group(proc)
-        raise
     finally:
-        timer.cancel()
         log.flush()
-    if timed_out.is_set():
+    if run.timed_out:
         raise StepTimeout(f"{what}: no result within {timeout:.0f}s, stopped (full log: {log.name})")
-    if rc != 0:
-        last = " | ".join(t for t in tail if t.strip())
-        raise StepError(f"{what} failed (exit {rc}): {last} (full log: {log.name})")
+    if run.returncode != 0:
+        raise StepError(f"{what} failed ({_ending(run)}): {lines.last()} (full log: {log.name})")
 
 
 def run_piped(
@@ -198,38 +184,44 @@ def run_piped(
     source_env: dict[str, str] | None = None,
     env: dict[str, str] | None = None,
 ) -> None:
-    """`source | argv` (tar into podman import, podman export into tar). argv runs under run_logged:
-    its output logged, its timeout, and its error reported first (a source stopped by the closed
-    pipe would only echo it). source's stderr goes to the log and into a StepError of its own. On
-    any failure the source is stopped with its process group."""
-    log.write(f"\n== {source_what}: {' '.join(source)}\n")
+    """`source | argv` (tar into podman import, podman export into tar), on cordee.process's
+    pipeline: one deadline for both. argv's output is logged as run_logged does, and its error is
+    reported first (a source stopped by the closed pipe would only echo it). source's stderr goes
+    to the log and into a StepError of its own. On any failure the source is stopped with its
+    process group."""
+    log.write(f"\n== {source_what} | {what}: {' '.join(source)} | {' '.join(argv)}\n")
     log.flush()
-    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as err:
-        try:
-            producer = subprocess.Popen(
-                source, stdout=subprocess.PIPE, stderr=err, env=source_env, start_new_session=True
-            )
-        except FileNotFoundError as e:
-            raise StepError(f"{source_what}: {source[0]} is not installed ({e.strerror})") from None
-        try:
-            run_logged(argv, what=what, timeout=timeout, log=log, env=env, stdin=producer.stdout)
-        except BaseException:
-            _kill_group(producer)
-            raise
-        finally:
-            producer.stdout.close()
-        try:
-            rc = producer.wait(QUERY_TIMEOUT)  # argv read to the end: the source is finishing
-        except subprocess.TimeoutExpired:
-            _kill_group(producer)
-            rc = -signal.SIGKILL if producer.returncode is None else producer.returncode
-        err.seek(0)
-        text = err.read()
-    log.write(text)
-    log.flush()
-    if rc != 0:
-        last = " ".join(text.split())[-300:]
-        raise StepError(f"{source_what} failed (exit {rc}): {last} (full log: {log.name})")
+    lines = _LogLines(log)
+    try:
+        src, run = process.pipeline(
+            source,
+            argv,
+            timeout=timeout,
+            grace=KILL_GRACE,
+            linger=QUERY_TIMEOUT,  # the sink read to the end: the source is finishing
+            source_env=source_env,
+            env=env,
+            stdout=lines,
+            stderr=process.STDOUT,
+        )
+    except FileNotFoundError as e:
+        # the source starts first: the sink is the one missing only when the source was found
+        side, tool = (source_what, source[0]) if e.filename == source[0] else (what, argv[0])
+        raise StepError(f"{side}: {tool} is not installed ({e.strerror})") from None
+    finally:
+        log.flush()
+    if src.stderr:
+        log.write(f"-- {source_what} (stderr):\n{src.stderr}")
+        log.flush()
+    if run.timed_out:
+        raise StepTimeout(f"{what}: no result within {timeout:.0f}s, stopped (full log: {log.name})")
+    if run.returncode != 0:
+        raise StepError(f"{what} failed ({_ending(run)}): {lines.last()} (full log: {log.name})")
+    if src.timed_out:
+        raise StepTimeout(f"{source_what}: no result within {timeout:.0f}s, stopped (full log: {log.name})")
+    if src.returncode != 0:
+        last = " ".join(src.stderr.split())[-300:]
+        raise StepError(f"{source_what} failed ({_ending(src)}): {last} (full log: {log.name})")
 
 
 class Podman:
@@ -242,16 +234,15 @@ class Podman:
     def available(self) -> bool:
         return shutil.which(self.exe, path=self.env.get("PATH")) is not None
 
-    def call(
-        self, *args: str, timeout: float = QUERY_TIMEOUT, check: bool = True
-    ) -> subprocess.CompletedProcess:
+    def call(self, *args: str, timeout: float = QUERY_TIMEOUT, check: bool = True) -> process.Result:
+        """podman ARGS with its output captured (Result: returncode, stdout, stderr)."""
         argv = [self.exe, *args]
         try:
-            cp = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout)
+            cp = process.run(argv, env=self.env, timeout=timeout, grace=KILL_GRACE)
         except FileNotFoundError:
             raise StepError(f"podman is not installed (needed for: {' '.join(args[:2])})") from None
-        except subprocess.TimeoutExpired:
-            raise StepTimeout(f"podman {' '.join(args[:2])}: no answer within {timeout:.0f}s") from None
+        if cp.timed_out:
+            raise StepTimeout(f"podman {' '.join(args[:2])}: no answer within {timeout:.0f}s")
         if check and cp.returncode != 0:
             err = " ".join(cp.stderr.split())[-300:] or f"exit {cp.returncode}"
             raise StepError(f"podman {' '.join(args[:2])} failed: {err}")

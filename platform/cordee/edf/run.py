@@ -15,18 +15,19 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import uuid
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from cordee import process
 from cordee.containers.enroot_layout import read_image_env, read_image_workdir
 from cordee.containers.podman import Podman, StepError, StepTimeout, cache_dir
 from cordee.errors import InputError
 
 MOUNT_TIMEOUT = 60
+STOP_GRACE = 5  # a stopped `podman run`: SIGTERM (passed on to CMD), SIGKILL this many seconds later
 UNSQUASH_TIMEOUT = 1800
 # EDF bind flags (Enroot's fstab options) that podman's -v takes as they are
 PODMAN_FLAGS = set(
@@ -148,13 +149,14 @@ def podman_argv(
     return [*argv, rootfs_or_tag, *command]
 
 
-def _run(argv: list[str], what: str, timeout: float) -> subprocess.CompletedProcess:
+def _run(argv: list[str], what: str, timeout: float) -> process.Result:
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        run = process.run(argv, timeout=timeout)
     except FileNotFoundError:
-        return subprocess.CompletedProcess(argv, 127, "", f"{argv[0]} is not installed")
-    except subprocess.TimeoutExpired:
-        raise RunTimeout(f"{what}: no result within {timeout:.0f}s") from None
+        return process.Result(tuple(argv), 0, 127, False, "", f"{argv[0]} is not installed", 0.0)
+    if run.timed_out:
+        raise RunTimeout(f"{what}: no result within {timeout:.0f}s")
+    return run
 
 
 def _unmount(point: str) -> None:
@@ -264,13 +266,25 @@ def run_edf(
                 terminal=terminal,
             )
         argv[0] = podman.exe
-        stop_s = 5  # --rm has removed the container, unless podman itself was stopped (Ctrl-C)
+        stop_s = STOP_GRACE  # --rm has removed the container, unless podman itself was stopped (Ctrl-C)
         try:
-            return subprocess.run(argv, env=podman.env, timeout=timeout).returncode
-        except subprocess.TimeoutExpired:
-            stop_s = 0  # the podman client is gone, the container may not be: remove it by name now
-            raise RunTimeout(
-                f"EDF {edf.path}: {' '.join(cmd)} did not finish within {timeout:.0f}s; stopped"
-            ) from None
+            # in cordee's own process group: the terminal (its Ctrl-C, its size) stays podman's.
+            # At the timeout podman gets SIGTERM (it passes it on to CMD), SIGKILL after the grace
+            run = process.run(
+                argv,
+                env=podman.env,
+                timeout=timeout,
+                grace=STOP_GRACE,
+                stdin=process.INHERIT,
+                stdout=process.INHERIT,
+                stderr=process.INHERIT,
+                isolate="shared",
+            )
+            if run.timed_out:
+                stop_s = 0  # the podman client is gone, the container may not be: remove it by name now
+                raise RunTimeout(
+                    f"EDF {edf.path}: {' '.join(cmd)} did not finish within {timeout:.0f}s; stopped"
+                )
+            return run.returncode
         finally:
             podman.call("rm", "-f", "-i", "--time", str(stop_s), name, check=False, timeout=60)

@@ -102,7 +102,8 @@ def ld_cache_lookup(soname: str) -> str | None:
     """The path the ld.so cache gives for `soname` for this machine's ABI, or None."""
     import platform
     import shutil
-    import subprocess
+
+    from cordee import process
 
     ldconfig = shutil.which("ldconfig") or next(
         (p for p in ("/sbin/ldconfig", "/usr/sbin/ldconfig") if os.path.isfile(p)), None
@@ -110,12 +111,12 @@ def ld_cache_lookup(soname: str) -> str | None:
     if not ldconfig:
         return None
     try:
-        out = subprocess.run(
-            [ldconfig, "-p"], capture_output=True, text=True, timeout=LDCONFIG_TIMEOUT_S, check=False
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
+        run = process.run([ldconfig, "-p"], timeout=LDCONFIG_TIMEOUT_S, grace=1.0)
+    except OSError:
         return None
-    return parse_ldconfig(out, soname, _LDCONFIG_ARCH.get(platform.machine()))
+    if run.timed_out:
+        return None
+    return parse_ldconfig(run.stdout, soname, _LDCONFIG_ARCH.get(platform.machine()))
 
 
 def parse_ldconfig(output: str, soname: str, arch_tag: str | None) -> str | None:

@@ -5,12 +5,13 @@ before the time limit) are forwarded to every rank's process group."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from cordee import process
+from cordee.process import exit_code_of
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
 
@@ -19,46 +20,15 @@ FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, sign
 class RankProcess:
     rank: int
     local_index: int
-    proc: subprocess.Popen
+    proc: process.Popen
 
 
-def exit_code_of(returncode: int) -> int:
-    """Shell convention: a rank killed by signal S exits 128+S."""
-    return 128 - returncode if returncode < 0 else returncode
-
-
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def _prctl():
-    """libc's prctl, resolved in the parent: nothing is imported or loaded after fork."""
-    import ctypes
-
-    return ctypes.CDLL(None, use_errno=True).prctl
-
-
-def start_rank(argv: list[str], env: dict[str, str], cpus: frozenset[int] | None) -> subprocess.Popen:
-    parent = os.getpid()
-    prctl = _prctl()
-
-    def prepare_child() -> None:
-        # If cordee itself is killed (SIGKILL leaves no chance to forward anything), the kernel
-        # kills the rank too, instead of leaving it running, unsupervised, holding its GPU.
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # cordee died before prctl took effect
-            os._exit(1)
-        if cpus:
-            os.sched_setaffinity(0, cpus)
-
-    # Own process group: stopping a rank also stops its data-loader workers.
-    return subprocess.Popen(argv, env=env, process_group=0, preexec_fn=prepare_child)
-
-
-def _signal_group(p: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(p.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+def start_rank(argv: list[str], env: dict[str, str], cpus: frozenset[int] | None) -> process.Popen:
+    # Own process group: stopping a rank also stops its data-loader workers. It stays in cordee's
+    # session (and terminal). If cordee itself is killed (SIGKILL leaves no chance to forward
+    # anything), the kernel kills the rank too, instead of leaving it running, unsupervised,
+    # holding its GPU.
+    return process.start(argv, env=env, isolate="group", die_with_parent=True, cpus=cpus)
 
 
 def supervise(
@@ -73,7 +43,7 @@ def supervise(
         received.append(signum)
         for r in ranks:
             if r.proc.poll() is None:
-                _signal_group(r.proc, signum)
+                process.signal_group(r.proc.pid, signum)
 
     previous = {s: signal.signal(s, forward) for s in FORWARDED}
     try:
@@ -108,13 +78,11 @@ def supervise(
 
 
 def stop_all(ranks: list[RankProcess], grace_s: float, log: Callable[[str], None]) -> None:
-    for r in ranks:
-        _signal_group(r.proc, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    for r in ranks:
-        try:
-            r.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            log(f"rank {r.rank} (pid {r.proc.pid}) ignored SIGTERM for {grace_s:g} s; sending SIGKILL")
-            _signal_group(r.proc, signal.SIGKILL)
-            r.proc.wait()
+    """SIGTERM to every rank's process group, SIGKILL to those still there after grace_s."""
+    by_pid = {r.proc.pid: r for r in ranks}
+
+    def killing(proc: process.Popen) -> None:
+        r = by_pid[proc.pid]
+        log(f"rank {r.rank} (pid {proc.pid}) ignored SIGTERM for {grace_s:g} s; sending SIGKILL")
+
+    process.stop([r.proc for r in ranks], grace_s, on_kill=killing)
