@@ -1,5 +1,6 @@
-"""Image specs: the shipped ones validate, lookup rules, hashing, and every kind of bad spec is one
-SpecError naming the file, the field and what is allowed (also through `cordee image validate`)."""
+"""Image specs: the shipped ones validate, lookup rules, hashing, every kind of bad spec is a
+SpecError naming the file, the field and what is allowed, and one run reports every independent
+error of a spec (also through `cordee image validate`)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cordee import profiles
 from cordee.errors import InputError
-from cordee.images.spec import SpecError, canonical_json, find_root, list_specs, load_spec
+from cordee.images.spec import SpecError, canonical_json, find_root, grammars, list_specs, load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = ["cpu-ci", "pytorch-cuda-gh200", "pytorch-ngc-gh200", "pytorch-uenv-gh200"]
@@ -304,7 +306,19 @@ BAD = {
     "sqsh with other flags": (
         "cpu-ci",
         _set("edf.mounts", ["/d.sqsh:/data:sqsh+ro"]),
-        "'edf.mounts[0]': flags 'sqsh+ro': sqsh must be the only flag",
+        "'edf.mounts[0]': 'sqsh' must be the only flag",
+    ),
+    # one mount grammar: edf check's (edf/fields.py mount_syntax), which refuses these two as well
+    "relative mount source": (
+        "cpu-ci",
+        _set("edf.mounts", ["data:/data"]),
+        "'edf.mounts[0]': source 'data' must be an absolute path or start with ./",
+    ),
+    "empty mount flag": ("cpu-ci", _set("edf.mounts", ["/a:/b:ro++nosuid"]), "'edf.mounts[0]': empty flag"),
+    "unterminated variable in a mount": (
+        "cpu-ci",
+        _set("edf.mounts", ["${SCRATCH/d:/d"]),
+        "'edf.mounts[0]': unterminated '${'",
     ),
     "mount target with ..": (
         "cpu-ci",
@@ -370,9 +384,64 @@ def test_bad_spec_is_one_clear_error(root: Path, case: str):
     with pytest.raises(SpecError) as info:
         load_spec("bad", root)
     message = str(info.value)
+    assert info.value.lines == [message], info.value.lines  # one change, one error
     assert message.startswith(f"{path}: "), message
     assert expected in message, message
     assert "\n" not in message
+
+
+def test_mounts_edf_check_accepts_are_accepted(root: Path):
+    """The spec checks mounts with edf check's grammar: its options (x-create=dir among them) and
+    ${VAR}, which the Container Engine expands when the job starts."""
+    mounts = ["/capstor", "${SCRATCH}/d.sqsh:/data:sqsh", "/a:/b:x-create=dir+ro", "./rel:/rel", "${A}:${B}"]
+    write_spec(root, "mounts", _mutate("cpu-ci", _set("edf.mounts", mounts)))
+    assert load_spec("mounts", root).data["edf"]["mounts"] == mounts
+
+
+# Five errors in five places, none caused by another: one run reports them all.
+FIVE_ERRORS = {
+    "pyton": ({}, "field 'pyton': is not a known field"),
+    "edf.writable": ("yes", "field 'edf.writable': must be true or false, got a string 'yes'"),
+    "python.requirements": (["numpy==2.0.0", "torch>=2"], "field 'python.requirements[1]': 'torch>=2'"),
+    "env": ({"OK": "1", "1BAD": "x"}, "field 'env.1BAD': '1BAD' is not valid"),
+    "fabric_profile": ("myrinet", "field 'fabric_profile': unknown profile 'myrinet'"),
+}
+
+
+def _five_errors(root: Path) -> Path:
+    data = spec_data("cpu-ci")
+    for where, (value, _) in FIVE_ERRORS.items():
+        _set(where, value)(data)
+    return write_spec(root, "five", data)
+
+
+def test_every_independent_error_in_one_run(root: Path):
+    path = _five_errors(root)
+    with pytest.raises(SpecError) as info:
+        load_spec("five", root)
+    lines = info.value.lines
+    assert len(lines) == len(FIVE_ERRORS), lines
+    assert all(line.startswith(f"{path}: ") for line in lines), lines
+    for _, expected in FIVE_ERRORS.values():
+        assert sum(expected in line for line in lines) == 1, (expected, lines)
+    assert str(info.value) == "\n".join(lines)
+
+
+def test_errors_in_the_spec_and_its_sources_file_are_reported_together(root: Path):
+    sources = root / "images" / "sources" / "two-bad.yaml"
+    entry = {"version": "2.2.0", "url": "ftp://x/a.tgz", "sha256": "a" * 64, "checksum_source": "x"}
+    libcxi = {**entry, "version": "latest", "url": "https://x/a.tgz"}
+    sources.write_text(yaml.safe_dump({"libcxi": libcxi, "libfabric": entry}))
+    data = _mutate("pytorch-ngc-gh200", _set("sources_file", "sources/two-bad.yaml"))
+    path = write_spec(root, "ngc", {**data, "fabric_profile": "myrinet"})
+    with pytest.raises(SpecError) as info:
+        load_spec("ngc", root)
+    known, version, url = ", ".join(profiles.names()), grammars.VERSION.allowed, grammars.HTTPS_URL.allowed
+    assert info.value.lines == [
+        f"{path}: field 'fabric_profile': unknown profile 'myrinet'; allowed: {known}",
+        f"{sources}: field 'libcxi.version': 'latest' is not valid; allowed: {version}",
+        f"{sources}: field 'libfabric.url': 'ftp://x/a.tgz' is not valid; allowed: {url}",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -438,14 +507,23 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_cli_validate_bad_spec_exits_2_with_one_line(root: Path):
     path = write_spec(root, "bad", _mutate("pytorch-ngc-gh200", _set("network.variant", "cuda11")))
     result = _cli("image", "validate", "bad", cwd=root)
-    if "invalid choice" in result.stderr or "unrecognized" in result.stderr:
-        pytest.skip("`cordee image validate` is not wired yet")
     assert result.returncode == 2, result
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and str(path) in lines[0] and "'network.variant'" in lines[0], result.stderr
     assert "Traceback" not in result.stderr
     ok = _cli("image", "validate", "cpu-ci", cwd=root)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_cli_validate_prints_every_error_one_per_line(root: Path):
+    path = _five_errors(root)
+    result = _cli("image", "validate", "five", cwd=root)
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == len(FIVE_ERRORS), result.stderr
+    for _, expected in FIVE_ERRORS.values():
+        assert sum(str(path) in line and expected in line for line in lines) == 1, (expected, result.stderr)
+    assert "Traceback" not in result.stderr
 
 
 def test_canonical_json_is_order_independent():

@@ -58,15 +58,20 @@ KNOWN_ANNOTATIONS: dict[str, tuple[str, ...] | None] = {
     "com.pyxis.entrypoint_log": BOOL_STRINGS,
 }
 
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-IMAGE_REF = re.compile(
+# Pieces of the OCI distribution grammar, shared with the spec's base-image reference
+# (images/spec/grammars.py BASE_IMAGE_REF): a path component, a tag, a digest.
+IMAGE_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+IMAGE_DIGEST = r"sha256:[a-f0-9]{64}"
+# An EDF `image`: Enroot's `[USER@][REGISTRY#]IMAGE[:TAG]`, registry optional (Enroot then uses Docker Hub).
+EDF_IMAGE_REF = re.compile(
     r"(?:(?P<user>[^@#/:\s]+)@)?"
     r"(?:(?P<registry>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]+)?)#)?"
-    rf"(?P<image>{_COMPONENT}(?:/{_COMPONENT})*)"
-    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
-    r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?"
+    rf"(?P<image>{IMAGE_PATH_COMPONENT}(?:/{IMAGE_PATH_COMPONENT})*)"
+    rf"(?::(?P<tag>{IMAGE_TAG}))?"
+    rf"(?:@(?P<digest>{IMAGE_DIGEST}))?"
 )
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # also the spec's ENV_NAME grammar
 _SSH_KEY_TEXT = re.compile(r"(ssh-|ecdsa-|sk-)[A-Za-z0-9-]+(@openssh\.com)? ")
 
 
@@ -83,8 +88,10 @@ def resolve_relative(value: str) -> str:
     return value
 
 
-def parse_mount(text: str) -> tuple[Mount | None, list[Problem]]:
-    """`SRC:DST[:FLAGS]` or just `PATH` (= PATH:PATH, Pyxis' short form) -> (src, dst, flags)."""
+def mount_syntax(text: str) -> tuple[Mount | None, list[Problem]]:
+    """`SRC:DST[:FLAGS]` or just `PATH` (= PATH:PATH, Pyxis' short form) -> (src, dst, flags), by the
+    grammar alone: no file is looked at and relative sources stay as written. The one mount grammar:
+    image specs check their `edf.mounts` with it too."""
     syntax = "SRC:DST[:FLAGS] with FLAGS joined by '+', e.g. /capstor:/capstor:ro+private"
     parts = text.split(":")
     if len(parts) > 3 or any(p == "" for p in parts[:2]):
@@ -112,10 +119,19 @@ def parse_mount(text: str) -> tuple[Mount | None, list[Problem]]:
         )
     if "ro" in flags and "rw" in flags:
         problems.append(("warning", "both 'ro' and 'rw': the later one wins"))
-    src = resolve_relative(src)
-    if flags == (SQSH,):
-        problems.extend(_squashfs_file(src, "squashfs mount source"))
     return Mount(src, dst, flags), problems
+
+
+def parse_mount(text: str) -> tuple[Mount | None, list[Problem]]:
+    """mount_syntax, then what only this machine can tell: a relative source resolved against the
+    working directory, a squashfs source checked to be one."""
+    mount, problems = mount_syntax(text)
+    if mount is None:
+        return None, problems
+    src = resolve_relative(mount.src)
+    if mount.flags == (SQSH,):
+        problems.extend(_squashfs_file(src, "squashfs mount source"))
+    return mount._replace(src=src), problems
 
 
 def _squashfs_file(path: str, what: str) -> list[Problem]:
@@ -141,7 +157,7 @@ def check_image(image: str) -> tuple[str, list[Problem]]:
     if is_path(image):
         path = resolve_relative(image)
         return path, _squashfs_file(path, "image")
-    if IMAGE_REF.fullmatch(image) is None:
+    if EDF_IMAGE_REF.fullmatch(image) is None:
         return image, [
             (
                 "error",
@@ -180,7 +196,7 @@ def check_annotation(key: str, value: str) -> list[Problem]:
 def check_env_name(name: str) -> list[Problem]:
     if name == "":
         return [("error", "empty variable name")]
-    if ENV_NAME.fullmatch(name) is None:
+    if ENV_NAME_RE.fullmatch(name) is None:
         return [("warning", f"'{name}' is not a portable variable name (letters, digits, '_')")]
     return []
 

@@ -1,8 +1,10 @@
 """Image specs: find them, load them (YAML via safe_load), validate them completely before anything
 is rendered, and hash them.
 
-A spec is `images/NAME.yaml` in a cordee checkout (the folder that also holds `recipes/`). Every
-problem is one SpecError (exit 2) naming the file, the field path and what is allowed.
+A spec is `images/NAME.yaml` in a cordee checkout (the folder that also holds `recipes/`). A spec
+that cannot be rendered is one SpecError (exit 2) with every error found in one run, one line each
+naming the file, the field path and what is allowed. Rules between sections (rules.py) run once
+every field is valid on its own: they read the values the field checks vouch for.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cordee.errors import InputError
-from cordee.images.spec.fields import Invalid
+from cordee.images.spec.fields import Collector, Invalid
 from cordee.images.spec.grammars import NAME_RE
-from cordee.images.spec.schema import CONTAINER, SOURCES, UENV_SPEC, check_cross_fields
+from cordee.images.spec.rules import check_cross_fields
+from cordee.images.spec.schema import CONTAINER, SOURCES, UENV_SPEC
 
 _NAME = re.compile(NAME_RE)
 _PACKAGE_ROOT = Path(__file__).resolve().parents[4]  # platform/cordee/images/spec -> checkout root
@@ -25,7 +28,12 @@ _MAX_BYTES = 1 << 20
 
 
 class SpecError(InputError):
-    """A spec that cannot be rendered: file, field and what is allowed, in one line."""
+    """A spec that cannot be rendered: `lines` holds one line per error, each naming the file, the
+    field and what is allowed; str() is those lines joined by newlines."""
+
+    def __init__(self, *lines: str) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = list(lines)
 
 
 class ImageSpec(NamedTuple):
@@ -146,47 +154,68 @@ def _resolve_path(name_or_path: str, root: Path | None) -> tuple[str, Path]:
     return name, path
 
 
-def _sources(data: dict, spec_path: Path) -> None:
-    """Merge sources_file (a YAML mapping, relative to the spec) under the inline sources."""
+def _sources(data: dict, spec_path: Path) -> list[str]:
+    """Merge sources_file (a YAML mapping, relative to the spec) under the inline sources; -> the
+    error lines, each naming the file it is about."""
     rel = data["sources_file"]
     if rel is None:
-        return
+        return []
     file = spec_path.parent / rel
     if not file.is_file():
-        raise SpecError(f"{spec_path}: field 'sources_file': {file} does not exist")
-    raw = _read_yaml(file)
+        return [f"{spec_path}: field 'sources_file': {file} does not exist"]
     try:
-        from_file = SOURCES.check(raw, "")
+        from_file = SOURCES.check(_read_yaml(file), "")
+    except SpecError as e:
+        return e.lines
     except Invalid as e:
-        raise SpecError(f"{file}: {e.message()}") from None
+        return [f"{file}: {problem.message()}" for problem in e.problems]
     data["sources"] = dict(sorted({**from_file, **data["sources"]}.items()))
+    return []
+
+
+def _kind(raw: Any) -> str:
+    """The spec's kind, which chooses its schema: without one no other field can be checked."""
+    if not isinstance(raw, dict):
+        raise Invalid("(top level)", "must be a mapping of fields", "kind, description, fabric_profile, ...")
+    kind = raw.get("kind")
+    if kind not in ("container", "uenv"):
+        raise Invalid(
+            "kind", f"{kind!r} is not allowed" if "kind" in raw else "is required", "container, uenv"
+        )
+    return kind
+
+
+def _profile_env(raw: dict, errors: Collector) -> dict[str, str] | None:
+    """The fabric profile's variables, or None when the name is missing, malformed (the schema
+    says so) or unknown (said here): checked whatever the other fields hold."""
+    from cordee import profiles
+
+    name = raw.get("fabric_profile")
+    if not isinstance(name, str) or any(p.path == "fabric_profile" for p in errors.problems):
+        return None
+    known = profiles.names()
+    if name not in known:
+        errors.add("fabric_profile", f"unknown profile {name!r}", ", ".join(known))
+        return None
+    return profiles.load(name).as_env()
 
 
 def load_spec(name_or_path: str, root: Path | None = None) -> ImageSpec:
     """Load and validate a spec by name (root/images/NAME.yaml) or by path to a .yaml file."""
-    from cordee import profiles
-
     name, path = _resolve_path(name_or_path, root)
     raw = _read_yaml(path)
     try:
-        if not isinstance(raw, dict):
-            raise Invalid(
-                "(top level)", "must be a mapping of fields", "kind, description, fabric_profile, ..."
-            )
-        kind = raw.get("kind")
-        if kind not in ("container", "uenv"):
-            raise Invalid(
-                "kind", f"{kind!r} is not allowed" if "kind" in raw else "is required", "container, uenv"
-            )
-        data = (CONTAINER if kind == "container" else UENV_SPEC).check(raw, "")
-        known = profiles.names()
-        if data["fabric_profile"] not in known:
-            raise Invalid("fabric_profile", f"unknown profile {data['fabric_profile']!r}", ", ".join(known))
-        profile_env = profiles.load(data["fabric_profile"]).as_env()
-        if kind == "container":
-            _sources(data, path)
-        check_cross_fields(data, profile_env, data["fabric_profile"])
+        kind = _kind(raw)
     except Invalid as e:
-        raise SpecError(f"{path}: {e.message()}") from None
+        raise SpecError(f"{path}: {e.problems[0].message()}") from None
+    errors = Collector()
+    data = errors.check(CONTAINER if kind == "container" else UENV_SPEC, raw, "")
+    profile_env = _profile_env(raw, errors)
+    other_files = _sources(data, path) if data is not None and kind == "container" else []
+    if data is not None and profile_env is not None and not other_files:
+        errors.call(check_cross_fields, data, profile_env, data["fabric_profile"])
+    lines = [f"{path}: {problem.message()}" for problem in errors.problems] + other_files
+    if lines:
+        raise SpecError(*lines)
     spec_hash = hashlib.sha256(canonical_json(data)).hexdigest()
     return ImageSpec(name, path, kind, data, spec_hash, profile_env)

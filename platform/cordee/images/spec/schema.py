@@ -1,20 +1,32 @@
-"""The image spec schema (images/README.md documents every field): sections, defaults and the
-rules that tie fields together. Pure: no files, no templates. String grammars: grammars.py.
+"""The image spec schema (images/README.md documents every field, tests/test_image_readme.py keeps
+the two in step): sections, defaults and the rules that tie the fields of one section together.
+Pure: no files, no templates. String grammars: grammars.py; rules between sections: rules.py.
 """
 
 from __future__ import annotations
 
-from cordee.images.spec.fields import REQUIRED, Bool, Choice, Invalid, List, Map, Optional, Str, Struct
+from cordee.images.spec.fields import (
+    REQUIRED,
+    Bool,
+    Choice,
+    Collector,
+    Invalid,
+    List,
+    Map,
+    Optional,
+    Str,
+    Struct,
+)
 from cordee.images.spec.grammars import (
     ABS_PATH,
     ANNOTATION_KEY,
+    BASE_IMAGE_REF,
     DEB_PACKAGE,
     ENV_NAME,
     GCC_SPEC,
     GIT_COMMIT,
     GIT_REF,
     HTTPS_URL,
-    IMAGE_REF,
     LABEL_KEY,
     LINE,
     LITERAL,
@@ -56,8 +68,9 @@ SOURCE = Struct(
         "checksum_source": (LINE, REQUIRED),
     },
     _source_check,
+    doc="source",
 )
-SOURCES = Map(Str("a component", choices=COMPONENTS), SOURCE)
+SOURCES = Map(Str("a component", choices=COMPONENTS, doc="component"), SOURCE)
 
 
 def _base_check(base: dict, path: str) -> None:
@@ -78,7 +91,7 @@ DEBOOTSTRAP = Struct(
 )
 BASE = Struct(
     {
-        "image": (Optional(IMAGE_REF), None),
+        "image": (Optional(BASE_IMAGE_REF), None),
         "platform": (Optional(Str("a platform", choices=("linux/amd64", "linux/arm64"))), None),
         "debootstrap": (Optional(DEBOOTSTRAP), None),
     },
@@ -87,14 +100,16 @@ BASE = Struct(
 
 
 def _network_check(net: dict, path: str) -> None:
+    errors = Collector()
     if net["stack"] == "hook" and net["variant"] is None:
-        raise Invalid(f"{path}.variant", "is required with stack: hook", "cuda12, cuda13, cuda-dl")
+        errors.add(f"{path}.variant", "is required with stack: hook", "cuda12, cuda13, cuda-dl")
     if net["stack"] == "none" and net["variant"] is not None:  # builtin keeps it: one field switches
-        raise Invalid(f"{path}.variant", "applies to stack: hook only", "null")
+        errors.add(f"{path}.variant", "applies to stack: hook only", "null")
     if net["cxi_hook"] is None:
         net["cxi_hook"] = net["stack"] == "hook"
     elif net["cxi_hook"] and net["stack"] == "none":
-        raise Invalid(f"{path}.cxi_hook", "needs a network stack (hook or builtin)", "false")
+        errors.add(f"{path}.cxi_hook", "needs a network stack (hook or builtin)", "false")
+    errors.raise_if_any()
 
 
 NETWORK = Struct(
@@ -107,7 +122,10 @@ NETWORK = Struct(
         "cxi_hook": (Optional(Bool()), None),
         "prefix": (ABS_PATH, "/opt/cordee-net"),
         "cuda_home": (ABS_PATH, "/usr/local/cuda"),
-        "cuda_arch": (Str("a CUDA compute capability such as 90 or 90a", r"[0-9]{2,3}a?"), "90"),
+        "cuda_arch": (
+            Str("a CUDA compute capability such as 90 or 90a", r"[0-9]{2,3}a?", doc="`NN[N][a]`"),
+            "90",
+        ),
     },
     _network_check,
 )
@@ -138,15 +156,15 @@ EDF = Struct(
         "annotations": (Map(ANNOTATION_KEY, TEXT), {}),
     }
 )
-_COMMON = {
+COMMON = {
     "kind": (Str("a spec kind", choices=("container", "uenv")), REQUIRED),
     "description": (LINE, REQUIRED),
-    "fabric_profile": (Str("a fabric profile name"), REQUIRED),
+    "fabric_profile": (Str("a fabric profile name", doc="profile name"), REQUIRED),
     "env": (Map(ENV_NAME, LITERAL), {}),
 }
 CONTAINER = Struct(
     {
-        **_COMMON,
+        **COMMON,
         "base": (BASE, REQUIRED),
         "network": (NETWORK, {}),
         "sources_file": (Optional(REL_PATH), None),
@@ -163,13 +181,13 @@ CONTAINER = Struct(
 MPI_IMPLEMENTATIONS = ("cray-mpich", "mpich", "mvapich2")  # stackinator 4.0 Recipe.valid_mpi_specs
 
 
-def _package(spack_spec: str) -> str:
+def package_name(spack_spec: str) -> str:
     """The package a (validated) Spack spec names: "py-torch@2.3 +cuda" -> "py-torch"."""
     return spack_spec.split("@")[0].split(" ")[0]
 
 
 def _mpi_check(mpi: dict, path: str) -> None:
-    if _package(mpi["spec"]) not in MPI_IMPLEMENTATIONS:
+    if package_name(mpi["spec"]) not in MPI_IMPLEMENTATIONS:
         raise Invalid(
             f"{path}.spec",
             f"{mpi['spec']!r} is not an MPI stackinator 4.0 knows",
@@ -208,96 +226,28 @@ UENV = Struct(
                             "an environment name [A-Za-z0-9_][A-Za-z0-9_-]*",
                             r"[A-Za-z0-9_][A-Za-z0-9_-]*",
                             max_len=64,
+                            doc="`[A-Za-z0-9_][A-Za-z0-9_-]*`",
                         ),
                         REQUIRED,
                     ),
                     "unify": (Choice(True, False, "when_possible"), True),
                     "specs": (List(SPACK_SPEC, min_items=1), REQUIRED),
                     "variants": (List(SPACK_VARIANT), []),
-                    "view": (Optional(Str("a view name [A-Za-z0-9_]+", r"[A-Za-z0-9_]+", max_len=64)), None),
+                    "view": (
+                        Optional(
+                            Str(
+                                "a view name [A-Za-z0-9_]+",
+                                r"[A-Za-z0-9_]+",
+                                max_len=64,
+                                doc="`[A-Za-z0-9_]+`",
+                            )
+                        ),
+                        None,
+                    ),
                 }
             ),
             REQUIRED,
         ),
     }
 )
-UENV_SPEC = Struct({**_COMMON, "uenv": (UENV, REQUIRED)})
-
-
-def check_cross_fields(data: dict, profile_env: dict[str, str], profile: str) -> None:
-    """Rules between sections (after each section is valid on its own)."""
-    for key in data["env"]:
-        if key in profile_env:
-            raise Invalid(
-                f"env.{key}",
-                f"is set by fabric profile {profile!r} (the one source of these values)",
-                "a variable the profile does not set, or another fabric_profile",
-            )
-    if data["kind"] == "uenv":
-        for i, spec in enumerate(data["uenv"]["environment"]["specs"]):
-            if _package(spec) == "py-cordee":
-                raise Invalid(
-                    f"uenv.environment.specs[{i}]", "py-cordee is added by cordee itself", "other specs"
-                )
-        # The variables become Spack modules.yaml `set` entries: Spack formats {tokens} in them
-        # and its tcl modules quote values with braces.
-        for key, value in [*profile_env.items(), *data["env"].items()]:
-            if "{" in value or "}" in value:
-                where = f"env.{key}" if key in data["env"] else "fabric_profile"
-                raise Invalid(where, f"{key}={value!r} contains braces, which Spack modules cannot carry")
-        return
-    python, net = data["python"], data["network"]
-    if python["venv"] is not None and "PATH" in data["env"]:
-        raise Invalid("env.PATH", "is set from python.venv", "other variables")
-    if python["requirements"] and python["source"] == "wheelhouse" and data["base"]["platform"] is not None:
-        raise Invalid(
-            "python.source",
-            "wheelhouse requirements are downloaded by the host's pip, for the host's architecture; "
-            "this base is for " + data["base"]["platform"],
-            "index (pip inside the build), or a base without platform",
-        )
-    if net["stack"] == "builtin":
-        missing = [c for c in NETSTACK if c not in data["sources"]]
-        if missing:
-            raise Invalid(
-                "sources", f"network.stack builtin builds {', '.join(NETSTACK)}; missing {', '.join(missing)}"
-            )
-    for key in data["edf"]["env"]:
-        if key in profile_env or key in data["env"]:
-            raise Invalid(
-                f"edf.env.{key}", "is already set by the fabric profile or by env", "another variable"
-            )
-    annotations = data["edf"]["annotations"]
-    for key in annotations:
-        if key.startswith(("com.hooks.aws_ofi_nccl.", "com.hooks.cxi.")):
-            raise Invalid(
-                f"edf.annotations.{key}", "is set from network.stack/variant/cxi_hook", "other annotations"
-            )
-        for other in annotations:
-            if other.startswith(key + "."):
-                raise Invalid(
-                    f"edf.annotations.{key}", f"is also a table in {other!r} (TOML cannot hold both)"
-                )
-    _check_edf_rules(data["edf"])
-    for key in data["labels"]:
-        if key.startswith("org.cordee.") or key in (
-            "org.opencontainers.image.title",
-            "org.opencontainers.image.description",
-        ):
-            raise Invalid(f"labels.{key}", "is set by cordee", "other label keys")
-
-
-def _check_edf_rules(edf: dict) -> None:
-    """What `cordee edf check` refuses in the rendered EDF, refused here by its own rules (annotation
-    values, hooks that need a writable container). A value holding ${VAR} is CE's to expand: the
-    check of the installed EDF sees the result."""
-    from cordee.edf.fields import check_annotation, check_merged
-
-    for key, value in edf["annotations"].items():
-        if "$" not in value:
-            for severity, message in check_annotation(key, value):
-                if severity == "error":
-                    raise Invalid(f"edf.annotations.{key}", message)
-    for field, severity, message in check_merged("", edf["writable"], edf["env"], edf["annotations"]):
-        if severity == "error":
-            raise Invalid(f"edf.{field}", message)
+UENV_SPEC = Struct({**COMMON, "uenv": (UENV, REQUIRED)})
