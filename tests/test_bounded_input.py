@@ -149,3 +149,39 @@ def test_control_characters_in_keys_and_values_never_split_a_finding(tmp_path, e
     assert report.findings
     for f in report.findings:
         assert f.message.isprintable() and f.field.isprintable(), f
+
+
+# --- image specs -----------------------------------------------------------------------------------
+
+
+def test_spec_alias_bomb_is_refused_at_once(tmp_path):
+    """A 1 KB 'billion laughs': 9 aliases of 9 aliases, 9 levels deep, 387 million strings when
+    walked; it must be refused before anything walks it, also under a key the schema does not know."""
+    from cordee.images.spec import SpecError, load_spec
+
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(["kind: container", "name: bomb", *lines, "unknown_key: *a8"]) + "\n")
+    assert len(path.read_bytes()) < 1200
+    start = time.monotonic()
+    with pytest.raises(SpecError, match="anchors and aliases are not allowed"):
+        finishes_within(20, load_spec, str(path))
+    assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero", "deep"])
+def test_spec_that_is_a_fifo_dev_zero_or_too_deep(tmp_path, kind):
+    from cordee.images.spec import SpecError, load_spec
+
+    path = tmp_path / "s.yaml"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "zero":
+        path.symlink_to("/dev/zero")
+    else:
+        path.write_text("a: " + "[" * 3000 + "]" * 3000 + "\n")
+    with pytest.raises(SpecError) as e:
+        finishes_within(10, load_spec, str(path))
+    assert "\n" not in str(e.value)
+    assert {"fifo": "a FIFO", "zero": "character device", "deep": "nested too deeply"}[kind] in str(e.value)

@@ -16,7 +16,8 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from cordee.errors import InputError
+from cordee.errors import InputError, shown
+from cordee.fileio import ReadError, read_bounded
 from cordee.images.spec.fields import Collector, Invalid
 from cordee.images.spec.grammars import NAME_RE
 from cordee.images.spec.rules import check_cross_fields
@@ -82,13 +83,9 @@ def _read_yaml(path: Path) -> Any:
     import yaml  # deferred: only `cordee image`/`edf render` need PyYAML
 
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such file") from None
-    except OSError as e:
-        raise SpecError(f"{path}: cannot read: {e.strerror or e}") from None
-    if len(raw) > _MAX_BYTES:
-        raise SpecError(f"{path}: {len(raw)} bytes; a spec is at most {_MAX_BYTES}")
+        raw = read_bounded(path, limit=_MAX_BYTES)  # a FIFO or /dev/zero as a spec: refused, not read
+    except ReadError as e:
+        raise SpecError(f"{path}: {e.reason}") from None
     try:
         text = raw.decode("utf-8")
         # What yaml.safe_load does (same SafeLoader), with the node tree checked before it is built:
@@ -98,12 +95,14 @@ def _read_yaml(path: Path) -> Any:
             node = loader.get_single_node()
             if node is None:  # an empty document
                 return None
-            _reject_duplicate_keys(node, path)
+            _check_nodes(node, path)
             return loader.construct_document(node)
         finally:
             loader.dispose()
     except UnicodeDecodeError as e:
         raise SpecError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
+    except RecursionError:  # PyYAML composes and constructs recursively
+        raise SpecError(f"{path}: not valid YAML: nested too deeply") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -111,23 +110,31 @@ def _read_yaml(path: Path) -> Any:
         raise SpecError(f"{path}:{where}: not valid YAML: {problem}") from None
 
 
-def _reject_duplicate_keys(node: Any, path: Path) -> None:
-    """safe_load keeps the last of two equal keys silently; a spec must not say two things."""
+def _check_nodes(node: Any, path: Path) -> None:
+    """Before anything is built: no key twice in one mapping (safe_load keeps the last silently; a
+    spec must not say two things), and no anchors or aliases. A spec is plain values, and an alias
+    is a reference: a 1 KB "billion laughs" of nested aliases expands exponentially in every walk
+    of the data (duplicate check, validation, hashing), so a node reached twice is refused."""
     import yaml
 
+    seen_nodes: set[int] = set()
     stack = [node]
     while stack:
         current = stack.pop()
+        if id(current) in seen_nodes:
+            line = current.start_mark.line + 1
+            raise SpecError(f"{path}: line {line}: YAML anchors and aliases are not allowed in a spec")
+        seen_nodes.add(id(current))
         if isinstance(current, yaml.MappingNode):
-            seen = set()
+            keys = set()
             for key, value in current.value:
                 if isinstance(key, yaml.ScalarNode):
-                    if key.value in seen:
+                    if key.value in keys:
                         line = key.start_mark.line + 1
                         raise SpecError(
-                            f"{path}: line {line}: key {key.value!r} appears twice in one mapping"
+                            f"{path}: line {line}: key {shown(key.value)} appears twice in one mapping"
                         )
-                    seen.add(key.value)
+                    keys.add(key.value)
                 stack.extend((key, value))
         elif isinstance(current, yaml.SequenceNode):
             stack.extend(current.value)
