@@ -185,3 +185,17 @@ def test_spec_that_is_a_fifo_dev_zero_or_too_deep(tmp_path, kind):
         finishes_within(10, load_spec, str(path))
     assert "\n" not in str(e.value)
     assert {"fifo": "a FIFO", "zero": "character device", "deep": "nested too deeply"}[kind] in str(e.value)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero"])
+def test_nccl_conf_file_that_never_ends_is_skipped(tmp_path, kind):
+    from cordee.interconnect.netplugin.resolve import nccl_conf_settings
+
+    conf = tmp_path / "nccl.conf"
+    if kind == "fifo":
+        os.mkfifo(conf)
+    else:
+        conf.symlink_to("/dev/zero")
+    env = {"NCCL_CONF_FILE": str(conf), "HOME": str(tmp_path)}
+    settings = finishes_within(10, nccl_conf_settings, env)
+    assert all(file != str(conf) for _, file in settings.values())

@@ -17,8 +17,10 @@ import os
 from collections.abc import Mapping
 
 from cordee.errors import InputError
+from cordee.fileio import ReadError, read_bounded
 
 DEFAULT_PLUGIN = "libnccl-net.so"
+CONF_MAX_BYTES = 1 << 20
 SYSTEM_CONF_FILE = "/etc/nccl.conf"
 MAX_NAME_LEN = 255  # NCCL skips list entries this long or longer
 
@@ -71,11 +73,10 @@ def nccl_conf_settings(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]
     """
     found: dict[str, tuple[str, str]] = {}
     for path in _conf_files(environ):
-        try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                lines = f.read().splitlines()
-        except OSError:
-            continue
+        try:  # bounded and non-blocking: NCCL_CONF_FILE may name a FIFO or /dev/zero
+            lines = read_bounded(path, limit=CONF_MAX_BYTES).decode("utf-8", "replace").splitlines()
+        except ReadError:
+            continue  # as NCCL: a file it cannot read adds nothing
         for line in lines:
             if line.startswith("#") or "=" not in line:
                 continue
