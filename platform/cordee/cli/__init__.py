@@ -1,91 +1,109 @@
-"""The `cordee` command.
+"""The `cordee` command (click).
 
-argparse, not click: `cordee --help` and `cordee env show` run on login nodes and in every task,
-and importing click alone costs more than twice Python's own start-up (bench_cli.py). The root
-lists every verb explicitly; only the module of the verb being run is imported.
+The root lists every verb with its one-line help and imports only the module of the verb being
+run: `cordee --help` and `cordee env show` run on login nodes and in every task of a job.
+Whatever goes wrong ends as ONE line on stderr and an exit code, never click's usage block.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
+from typing import NamedTuple
+
+import click
+from click.exceptions import Exit
 
 from cordee import __version__
-from cordee.errors import CordeeError
+from cordee.errors import CordeeError, one_line
 
-# verb -> (module with register(subparsers, name, help), one-line help)
-VERBS: dict[str, tuple[str, str]] = {
-    "env": ("cordee.cli.env", "Show the detected launch environment; check it against a profile."),
-    "hostlist": ("cordee.cli.hostlist", "Expand and compress Slurm hostlists."),
-    "launch": ("cordee.cli.launch", "Set rank variables, fabric profile and binding, then exec CMD."),
-    "image": ("cordee.cli.image", "List, validate, render and build container images from images/ specs."),
-    "edf": ("cordee.cli.edf", "Render, check and locally run Environment Definition Files (EDF)."),
-    "net": ("cordee.cli.net", "Show NCCL, the NCCL net plugin and its NICs, libfabric providers."),
+
+class Verb(NamedTuple):
+    module: str  # defines `command`, a click command or group named after the verb
+    help: str
+
+
+VERBS: dict[str, Verb] = {
+    "env": Verb("cordee.cli.env", "Show the detected launch environment; check it against a profile."),
+    "hostlist": Verb("cordee.cli.hostlist", "Expand and compress Slurm hostlists."),
+    "launch": Verb("cordee.cli.launch", "Set rank variables, fabric profile and binding, then exec CMD."),
+    "image": Verb(
+        "cordee.cli.image", "List, validate, render and build container images from images/ specs."
+    ),
+    "edf": Verb("cordee.cli.edf", "Render, check and locally run Environment Definition Files (EDF)."),
+    "net": Verb("cordee.cli.net", "Show NCCL, the NCCL net plugin and its NICs, libfabric providers."),
 }
 
-
-class UsageError(CordeeError):
-    """Bad command line: exit 2 with one line."""
+COMPLETE_VAR = "_CORDEE_COMPLETE"  # click's completion: eval "$(_CORDEE_COMPLETE=bash_source cordee)"
 
 
-class Formatter(argparse.HelpFormatter):
-    """argparse's own formatter imports shutil (3 ms) for the terminal width; os has it too."""
+class LazyVerbs(click.Group):
+    """The root group: verbs come from VERBS; a verb's module is imported when it is resolved."""
 
-    def __init__(self, prog: str, **kwargs) -> None:
-        try:
-            columns = os.get_terminal_size(sys.stdout.fileno()).columns
-        except (OSError, ValueError):
-            columns = int(os.environ.get("COLUMNS", "0") or 0) or 80
-        kwargs.setdefault("width", max(columns - 2, 40))
-        super().__init__(prog, **kwargs)
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(VERBS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        verb = VERBS.get(name)
+        return importlib.import_module(verb.module).command if verb else None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click's own asks every command for its help, which would import every verb
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, verb.help) for name, verb in VERBS.items()])
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list:
+        from click.shell_completion import CompletionItem
+
+        verbs = [CompletionItem(n, help=v.help) for n, v in VERBS.items() if n.startswith(incomplete)]
+        return verbs + click.Command.shell_complete(self, ctx, incomplete)
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse prints usage plus message on bad input; cordee's contract is one line, exit 2."""
+@click.group(
+    cls=LazyVerbs,
+    name="cordee",
+    no_args_is_help=False,  # a bare `cordee` is a usage error (one line), as a bare `cordee env` is
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, prog_name="cordee", message="%(prog)s %(version)s")
+def root() -> None:
+    """cordee: launch, check and run distributed PyTorch on Slurm GPU supercomputers."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("formatter_class", Formatter)
-        super().__init__(*args, **kwargs)
 
-    def error(self, message: str):
-        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
-
-
-def build_parser(verb: str | None) -> Parser:
-    parser = Parser(
-        prog="cordee",
-        description="cordee: launch, check and run distributed PyTorch on Slurm GPU supercomputers.",
-    )
-    parser.add_argument("--version", action="version", version=f"cordee {__version__}")
-    sub = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True, parser_class=Parser)
-    for name, (module, help_) in VERBS.items():
-        if name == verb:
-            importlib.import_module(module).register(sub, name, help_)
-        else:  # listed in --help; its options are only known once it is chosen
-            sub.add_parser(name, help=help_, add_help=False)
-    return parser
+def usage_line(e: click.UsageError) -> str:
+    """click's usage error as one line: the command, the message, where the help is."""
+    path = e.ctx.command_path if e.ctx is not None else "cordee"
+    message = " ".join(e.format_message().split()).removesuffix(".")
+    return f"{path}: {message[:1].lower()}{message[1:]} (see {path} --help)"
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: domain errors become one line on stderr and their exit code."""
-    argv = sys.argv[1:] if argv is None else argv
-    verb = next((a for a in argv if not a.startswith("-")), None)
+    """Console entry point: usage and domain errors become one line on stderr and their exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if COMPLETE_VAR in os.environ:
+        root.main(args, prog_name="cordee")  # click prints the completion script or candidates, exits
     try:
-        args = build_parser(verb if verb in VERBS else None).parse_args(argv)
-        rc = args.run(args)
-    except CordeeError as e:
-        print(f"cordee: error: {e}" if not isinstance(e, UsageError) else f"{e}", file=sys.stderr)
+        with root.make_context("cordee", args) as ctx:
+            rc = root.invoke(ctx)
+    except Exit as e:  # --help, --version
         rc = e.exit_code
+    except click.UsageError as e:
+        rc = _fail(usage_line(e), code=2)
+    except click.ClickException as e:
+        rc = _fail(f"cordee: error: {e.format_message()}", code=e.exit_code)
+    except CordeeError as e:
+        lines = getattr(e, "lines", None) or [str(e)]  # a spec's errors: one line each (SpecError)
+        rc = _fail(*(f"cordee: error: {line}" for line in lines), code=e.exit_code)
     except KeyboardInterrupt:
-        print("cordee: interrupted", file=sys.stderr)
-        rc = 130
+        rc = _fail("cordee: interrupted", code=130)
     except BrokenPipeError:  # `cordee hostlist expand ... | head`
         sys.stderr.close()
         rc = 0
     sys.exit(rc or 0)
 
 
-def add_json_flag(parser: argparse.ArgumentParser, schema: str) -> None:
-    parser.add_argument("--json", dest="as_json", action="store_true", help=f"Print JSON (schema {schema}).")
+def _fail(*lines: str, code: int) -> int:
+    """Each line on stderr as one line (one_line escapes breaks in it); the exit code."""
+    print("\n".join(map(one_line, lines)), file=sys.stderr, flush=True)
+    return code

@@ -7,79 +7,44 @@ run: the EDF run locally through podman (cordee.edf.run), to try an environment 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-from cordee.cli import add_json_flag
+import click
+
+from cordee.cli.options import EndsInCommand, Seconds, json_option, verb_group
 
 SCHEMA = "cordee.edfcheck/1"
+LONGEST_RUN_S = 7 * 24 * 3600  # a local trial of an environment; poll() itself stops at 24.8 days
 
 
-def register(sub, name: str, help_: str) -> None:
-    parser = sub.add_parser(
-        name,
-        help=help_,
-        description="Environment Definition Files (EDF, TOML) of the CSCS Container Engine: "
-        "srun --environment=NAME. A NAME is looked up as NAME.toml in each directory of $EDF_PATH "
-        "(colon separated, default ~/.edf); a value with '/' or ending in .toml is a path.",
-    )
-    verbs = parser.add_subparsers(
-        dest="edf_verb", metavar="COMMAND", required=True, parser_class=type(parser)
-    )
-    check = verbs.add_parser(
-        "check",
-        help="Check an EDF and its base_environment chain.",
-        description="Checks TOML syntax, keys and types, mounts (SRC:DST[:FLAGS], flags joined by '+'), "
-        "${VAR} expansion against this environment, base_environment inheritance (10 levels, cycles) "
-        "and annotations. Prints FILE: FIELD: severity: message per problem. Exit 0 ok, 1 warnings "
-        "only, 2 errors.",
-    )
-    check.add_argument("edf", metavar="FILE_OR_NAME")
-    add_json_flag(check, SCHEMA)
-    check.set_defaults(run=run_check)
-    render = verbs.add_parser(
-        "render",
-        help="Render the EDF of image spec NAME.",
-        description="Renders images/NAME.yaml's EDF with image = the absolute squashfs path.",
-    )
-    render.add_argument("name", metavar="NAME")
-    render.add_argument(
-        "--sqsh", metavar="PATH", help="squashfs image path (default: <root>/build/NAME/NAME.sqsh)"
-    )
-    render.add_argument("--out", metavar="FILE", help="write the EDF to FILE (atomically) instead of stdout")
-    render.set_defaults(run=run_render)
-    run = verbs.add_parser(
-        "run",
-        help="Run CMD in an EDF's environment locally through podman.",
-        description="Resolves the EDF (as check does; errors stop here), then runs CMD in its image "
-        "with its mounts, env, workdir, writable and entrypoint settings. Exit code: CMD's.",
-        usage="cordee edf run [-h] [--timeout S] [--no-host-env] NAME_OR_FILE -- CMD ...",
-    )
-    _add_run_options(run)
-    run.add_argument("edf", metavar="NAME_OR_FILE")
-    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD", help="the command, after '--'")
-    run.set_defaults(run=run_run)
+@verb_group(
+    "edf",
+    "Environment Definition Files (EDF, TOML) of the CSCS Container Engine: "
+    "srun --environment=NAME. A NAME is looked up as NAME.toml in each directory of $EDF_PATH "
+    "(colon separated, default ~/.edf); a value with '/' or ending in .toml is a path.",
+)
+def command() -> None:
+    pass
 
 
-def _add_run_options(parser) -> None:
-    """The options of `edf run`: before NAME_OR_FILE (register) or between it and '--' (run_run)."""
-    parser.add_argument("--timeout", type=float, metavar="S", help="stop CMD after S seconds (default: none)")
-    parser.add_argument(
-        "--no-host-env",
-        dest="host_env",
-        action="store_false",
-        help="start from the image's environment only (CE, like a Slurm task, passes the host's)",
-    )
-
-
-def run_check(args) -> int:
+@command.command(
+    "check",
+    short_help="Check an EDF and its base_environment chain.",
+    help="Checks TOML syntax, keys and types, mounts (SRC:DST[:FLAGS], flags joined by '+'), "
+    "${VAR} expansion against this environment, base_environment inheritance (10 levels, cycles) "
+    "and annotations. Prints FILE: FIELD: severity: message per problem. Exit 0 ok, 1 warnings "
+    "only, 2 errors.",
+)
+@click.argument("edf", metavar="FILE_OR_NAME")
+@json_option(SCHEMA)
+def check(edf: str, as_json: bool) -> int:
     from cordee.edf.load import check_edf, edf_as_dict
 
-    report = check_edf(args.edf, os.environ)
+    report = check_edf(edf, os.environ)
     errors = sum(f.severity == "error" for f in report.findings)
     warnings = len(report.findings) - errors
-    if args.as_json:
+    if as_json:
         import json
 
         doc = {
@@ -108,7 +73,15 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def run_render(args) -> int:
+@command.command(
+    "render",
+    short_help="Render the EDF of image spec NAME.",
+    help="Renders images/NAME.yaml's EDF with image = the absolute squashfs path.",
+)
+@click.argument("name", metavar="NAME")
+@click.option("--sqsh", metavar="PATH", help="squashfs image path (default: <root>/build/NAME/NAME.sqsh)")
+@click.option("--out", metavar="FILE", help="write the EDF to FILE (atomically) instead of stdout")
+def render(name: str, sqsh: str | None, out: str | None) -> int:
     from pathlib import Path
 
     from cordee.errors import InputError
@@ -116,47 +89,46 @@ def run_render(args) -> int:
     from cordee.images.render import render_edf
     from cordee.images.spec import find_root, load_spec
 
-    spec = load_spec(args.name)  # a spec given as a path needs no checkout when --sqsh is given
-    sqsh = (
-        Path(os.path.abspath(args.sqsh))
-        if args.sqsh
-        else find_root() / "build" / spec.name / f"{spec.name}.sqsh"
-    )
-    text = render_edf(spec, sqsh)
-    if args.out is None:
+    spec = load_spec(name)  # a spec given as a path needs no checkout when --sqsh is given
+    image = Path(os.path.abspath(sqsh)) if sqsh else find_root() / "build" / spec.name / f"{spec.name}.sqsh"
+    text = render_edf(spec, image)
+    if out is None:
         sys.stdout.write(text)
         return 0
     try:
-        write_atomic(Path(args.out), text)
+        write_atomic(Path(out), text)
     except OSError as e:
-        raise InputError(f"--out {args.out}: cannot write there: {e.strerror}") from None
-    print(f"cordee: wrote {args.out}", file=sys.stderr)
+        raise InputError(f"--out {out}: cannot write there: {e.strerror}") from None
+    print(f"cordee: wrote {out}", file=sys.stderr)
     return 0
 
 
-def run_run(args) -> int:
-    from cordee.cli import Parser, UsageError
-
-    # argparse's REMAINDER keeps what follows NAME_OR_FILE, with or without the '--' (it depends
-    # on the Python version); options written between NAME_OR_FILE and '--' are parsed here.
-    cmd = list(args.cmd)
-    if cmd and cmd[0] == "--":
-        cmd = cmd[1:]
-    elif cmd and cmd[0].startswith("-") and "--" in cmd:
-        split = cmd.index("--")
-        extra = Parser(prog="cordee edf run", add_help=False)
-        _add_run_options(extra)
-        ns = argparse.Namespace(timeout=args.timeout, host_env=args.host_env)
-        ns = extra.parse_args(cmd[:split], ns)
-        args.timeout, args.host_env = ns.timeout, ns.host_env
-        cmd = cmd[split + 1 :]
+@command.command(
+    "run",
+    cls=EndsInCommand,
+    short_help="Run CMD in an EDF's environment locally through podman.",
+    help="Resolves the EDF (as check does; errors stop here), then runs CMD in its image "
+    "with its mounts, env, workdir, writable and entrypoint settings. Exit code: CMD's.",
+)
+@click.option(
+    "--timeout",
+    type=Seconds(most=LONGEST_RUN_S),
+    metavar="S",
+    help="stop CMD after S seconds (default: none)",
+)
+@click.option(
+    "--no-host-env",
+    is_flag=True,
+    help="start from the image's environment only (CE, like a Slurm task, passes the host's)",
+)
+@click.argument("edf", metavar="NAME_OR_FILE")
+@click.argument("cmd", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD ...")
+def run(timeout: float | None, no_host_env: bool, edf: str, cmd: list[str]) -> int:
     if not cmd:
-        raise UsageError("cordee edf run: missing CMD (cordee edf run NAME_OR_FILE -- CMD ...)")
-    if args.timeout is not None and args.timeout <= 0:
-        raise UsageError("cordee edf run: --timeout must be a positive number of seconds")
+        raise click.UsageError("missing CMD (cordee edf run NAME_OR_FILE -- CMD ...)")
 
     from cordee.edf.load import load_edf
     from cordee.edf.run import run_edf
 
-    edf = load_edf(args.edf, os.environ)
-    return run_edf(edf, cmd, environ=os.environ, timeout=args.timeout, host_env=args.host_env)
+    resolved = load_edf(edf, os.environ)
+    return run_edf(resolved, cmd, environ=os.environ, timeout=timeout, host_env=not no_host_env)

@@ -1,27 +1,25 @@
 """`cordee env show [--json]` and `cordee env check` (env_check.py).
 
 Kept light on purpose: this runs on login nodes and inside every task, so no torch, numpy or
-NVML here (the benchmark bench_cli.py holds it under 3x `python -c pass`)."""
+NVML here (the benchmark bench_cli.py holds it under 5x `python -c pass`)."""
 
 from __future__ import annotations
 
 import json
 import os
 
-from cordee.cli import add_json_flag, env_check
+from cordee.cli import VERBS, env_check
+from cordee.cli.options import json_option, verb_group
+
+SHOW_HELP = "Show how this process was launched: ranks, nodes, master, GPUs, binding."
 
 
-def register(sub, name: str, help_: str) -> None:
-    parser = sub.add_parser(name, help=help_, description=help_)
-    verbs = parser.add_subparsers(
-        dest="env_verb", metavar="COMMAND", required=True, parser_class=type(parser)
-    )
-    show = verbs.add_parser(
-        "show", help="Show how this process was launched: ranks, nodes, master, GPUs, binding."
-    )
-    add_json_flag(show, "cordee.env/1")
-    show.set_defaults(run=run_show)
-    env_check.register(verbs)
+@verb_group("env", VERBS["env"].help)
+def command() -> None:
+    pass
+
+
+command.add_command(env_check.command)
 
 
 def collect(environ: dict[str, str]) -> dict:
@@ -51,9 +49,11 @@ def collect(environ: dict[str, str]) -> dict:
     return doc
 
 
-def run_show(args) -> int:
+@command.command("show", help=SHOW_HELP, short_help=SHOW_HELP)
+@json_option("cordee.env/1")
+def show(as_json: bool) -> int:
     doc = collect(dict(os.environ))
-    if args.as_json:
+    if as_json:
         print(json.dumps(doc, indent=2))
         return 0
     keys = [

@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import os
 
-from cordee.cli import add_json_flag
+import click
+
+from cordee.cli.options import json_option
 
 
 def _table(report, profile, chosen: str) -> list[str]:
@@ -52,28 +54,23 @@ def _table(report, profile, chosen: str) -> list[str]:
     return lines
 
 
-def register(verbs) -> None:
-    check = verbs.add_parser(
-        "check",
-        help="Check the live environment against a fabric profile: missing, different and dangerous values.",
-    )
-    check.add_argument(
-        "--profile",
-        dest="profile_name",
-        metavar="NAME",
-        default=None,
-        help="Fabric profile to check against (default: suggested from node count and hardware).",
-    )
-    add_json_flag(check, "cordee.envcheck/1")
-    check.set_defaults(run=run_check)
+CHECK_HELP = "Check the live environment against a fabric profile: missing, different and dangerous values."
 
 
-def run_check(args) -> int:
+@click.command("check", help=CHECK_HELP, short_help=CHECK_HELP)
+@click.option(
+    "--profile",
+    "profile_name",
+    metavar="NAME",
+    default=None,
+    help="Fabric profile to check against (default: suggested from node count and hardware).",
+)
+@json_option("cordee.envcheck/1")
+def command(profile_name: str | None, as_json: bool) -> int:
     from cordee import profiles
     from cordee.launch.launchenv import detect
     from cordee.profiles.check import check_environment
 
-    profile_name = args.profile_name
     environ = dict(os.environ)
     nnodes = detect(environ).nnodes
     if profile_name is None:
@@ -82,7 +79,7 @@ def run_check(args) -> int:
         chosen = "--profile"
     profile = profiles.load(profile_name)
     report = check_environment(profile, environ, nnodes)
-    if args.as_json:
+    if as_json:
         doc = report.to_dict()
         doc["chosen"] = chosen
         print(json.dumps(doc, indent=2))

@@ -5,40 +5,18 @@ from __future__ import annotations
 
 import sys
 
-from cordee.cli import add_json_flag
+import click
+
+from cordee.cli.options import json_option, verb_group
 
 SCHEMA = "cordee.hostlist/1"
 
 
-def register(sub, name: str, help_: str) -> None:
-    parser = sub.add_parser(
-        name,
-        help=help_,
-        description="Expand and compress Slurm hostlists (same results as "
-        "scontrol show hostnames / hostlist).",
-    )
-    verbs = parser.add_subparsers(
-        dest="hostlist_verb", metavar="COMMAND", required=True, parser_class=type(parser)
-    )
-    expand = verbs.add_parser(
-        "expand",
-        help="Print the hosts of EXPR, one per line.",
-        description="EXPR is a Slurm hostlist like 'nid[001-004],login1'; hosts come in Slurm's "
-        "order, duplicates kept.",
-    )
-    expand.add_argument("expr", metavar="EXPR")
-    add_json_flag(expand, SCHEMA)
-    expand.set_defaults(run=run_expand)
-    compress = verbs.add_parser(
-        "compress",
-        help="Print one hostlist expression for HOSTS.",
-        description="HOSTS may be separated by commas or whitespace and may be hostlists "
-        "themselves; '-' reads them from stdin. Keeps order and duplicates, like scontrol show "
-        "hostlist (sort first for a canonical form).",
-    )
-    compress.add_argument("hosts", metavar="HOST", nargs="+")
-    add_json_flag(compress, SCHEMA)
-    compress.set_defaults(run=run_compress)
+@verb_group(
+    "hostlist", "Expand and compress Slurm hostlists (same results as scontrol show hostnames / hostlist)."
+)
+def command() -> None:
+    pass
 
 
 def _emit(expr: str, hosts: list[str], as_json: bool, text: str) -> None:
@@ -50,20 +28,36 @@ def _emit(expr: str, hosts: list[str], as_json: bool, text: str) -> None:
     sys.stdout.write(text + "\n")
 
 
-def run_expand(args) -> int:
+@command.command(
+    "expand",
+    short_help="Print the hosts of EXPR, one per line.",
+    help="EXPR is a Slurm hostlist like 'nid[001-004],login1'; hosts come in Slurm's order, duplicates kept.",
+)
+@click.argument("expr", metavar="EXPR")
+@json_option(SCHEMA)
+def expand_hosts(expr: str, as_json: bool) -> int:
     from cordee.launch.hostlist import expand
 
-    hosts = expand(args.expr)
-    _emit(args.expr, hosts, args.as_json, "\n".join(hosts))
+    hosts = expand(expr)
+    _emit(expr, hosts, as_json, "\n".join(hosts))
     return 0
 
 
-def run_compress(args) -> int:
+@command.command(
+    "compress",
+    short_help="Print one hostlist expression for HOSTS.",
+    help="HOSTS may be separated by commas or whitespace and may be hostlists themselves; '-' reads "
+    "them from stdin. Keeps order and duplicates, like scontrol show hostlist (sort first for a "
+    "canonical form).",
+)
+@click.argument("hosts", metavar="HOST...", nargs=-1, required=True)
+@json_option(SCHEMA)
+def compress_hosts(hosts: tuple[str, ...], as_json: bool) -> int:
     from cordee.errors import InputError
     from cordee.launch.hostlist import compress, expand
 
     names: list[str] = []
-    for arg in args.hosts:
+    for arg in hosts:
         if arg == "-":
             text = sys.stdin.read()
             if not text.strip():
@@ -74,5 +68,5 @@ def run_compress(args) -> int:
         else:  # a plain name (the usual case, thousands of them): compress checks it
             names.append(arg)
     expr = compress(names)
-    _emit(expr, names, args.as_json, expr)
+    _emit(expr, names, as_json, expr)
     return 0

@@ -7,68 +7,36 @@ from __future__ import annotations
 import json
 import sys
 
-from cordee.cli import add_json_flag
+import click
+
+from cordee.cli import VERBS
+from cordee.cli.options import json_option, verb_group
 
 
-def register(sub, name: str, help_: str) -> None:
-    parser = sub.add_parser(name, help=help_, description=help_)
-    verbs = parser.add_subparsers(
-        dest="image_verb", metavar="COMMAND", required=True, parser_class=type(parser)
-    )
-    list_ = verbs.add_parser(
-        "list", help="List the specs in images/ with their kind; invalid ones are marked."
-    )
-    add_json_flag(list_, "cordee.imagelist/1")
-    list_.set_defaults(run=run_list)
-
-    validate = verbs.add_parser(
-        "validate", help="Validate specs; errors name file, field and what is allowed."
-    )
-    validate.add_argument("names", metavar="NAME", nargs="*", help="spec name or path (default with --all)")
-    validate.add_argument("--all", action="store_true", help="validate every spec in images/")
-    validate.set_defaults(run=run_validate)
-
-    render = verbs.add_parser(
-        "render", help="Render a spec (Containerfile, EDF, uenv recipe) without building."
-    )
-    render.add_argument("names", metavar="NAME", nargs="*")
-    render.add_argument("--all", action="store_true", help="render every spec, each into build/NAME/")
-    render.add_argument("--out", metavar="DIR", help="output directory (default build/NAME/; one NAME only)")
-    render.set_defaults(run=run_render)
-
-    build = verbs.add_parser(
-        "build",
-        help="Build NAME: render, podman build, squashfs export, install the EDF in $EDF_PATH.",
-        description="Render build/NAME/, build the podman image (offline: --network=none), export "
-        "build/NAME/NAME.sqsh and install NAME.toml into the first directory of $EDF_PATH (default "
-        "~/.edf). Unchanged spec and templates are a cache hit. Full log: build/NAME/build.log.",
-    )
-    build.add_argument("name", metavar="NAME")
-    build.add_argument("--force", action="store_true", help="rebuild even when the cache is valid")
-    build.add_argument(
-        "--mirror",
-        metavar="URL",
-        help="Debian mirror for debootstrap bases "
-        "(default: $CORDEE_DEBIAN_MIRROR, else this host's apt source)",
-    )
-    add_json_flag(build, "cordee.imagebuild/1")
-    build.set_defaults(run=run_build)
+@verb_group("image", VERBS["image"].help)
+def command() -> None:
+    pass
 
 
-def _names(args, root) -> list[str]:
+def _names(names: tuple[str, ...], all_: bool, root) -> list[str]:
     from cordee.errors import InputError
     from cordee.images.spec import list_specs
 
-    if args.all and args.names:
+    if all_ and names:
         raise InputError("give NAMEs or --all, not both")
-    if args.all:
+    if all_:
         return list_specs(root)
-    if not args.names:
+    if not names:
         raise InputError("no spec named (give NAME, or --all; cordee image list shows them)")
-    return args.names
+    return list(names)
 
 
-def run_list(args) -> int:
+LIST_HELP = "List the specs in images/ with their kind; invalid ones are marked."
+
+
+@command.command("list", help=LIST_HELP, short_help=LIST_HELP)
+@json_option("cordee.imagelist/1")
+def list_images(as_json: bool) -> int:
     from cordee.errors import CordeeError
     from cordee.images.spec import find_root, list_specs, load_spec
 
@@ -83,7 +51,7 @@ def run_list(args) -> int:
         except CordeeError as e:
             rows.append({"name": name, "kind": None, "path": None, "spec_hash": None, "error": str(e)})
     bad = [r for r in rows if r.get("error")]
-    if args.as_json:
+    if as_json:
         print(json.dumps({"schema": "cordee.imagelist/1", "root": str(root), "images": rows}, indent=2))
     else:
         width = max([len(r["name"]) for r in rows] + [4])
@@ -96,17 +64,30 @@ def run_list(args) -> int:
     return 2 if bad else 0
 
 
-def run_validate(args) -> int:
+VALIDATE_HELP = "Validate specs; errors name file, field and what is allowed."
+
+
+@command.command("validate", help=f"{VALIDATE_HELP} NAME: a spec name or path.", short_help=VALIDATE_HELP)
+@click.argument("names", metavar="[NAME]...", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="validate every spec in images/")
+def validate(names: tuple[str, ...], all_: bool) -> int:
     from cordee.images.spec import find_root, load_spec
 
     root = find_root()
-    for name in _names(args, root):
+    for name in _names(names, all_, root):
         spec = load_spec(name, root)  # SpecError: exit 2, one line naming file and field
         print(f"{spec.name}: valid ({spec.kind}, {spec.path}, spec hash {spec.spec_hash[:12]})")
     return 0
 
 
-def run_render(args) -> int:
+RENDER_HELP = "Render a spec (Containerfile, EDF, uenv recipe) without building."
+
+
+@command.command("render", help=RENDER_HELP, short_help=RENDER_HELP)
+@click.argument("names", metavar="[NAME]...", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="render every spec, each into build/NAME/")
+@click.option("--out", metavar="DIR", help="output directory (default build/NAME/; one NAME only)")
+def render(names: tuple[str, ...], all_: bool, out: str | None) -> int:
     from pathlib import Path
 
     from cordee.errors import InputError
@@ -114,23 +95,38 @@ def run_render(args) -> int:
     from cordee.images.spec import find_root, load_spec
 
     root = find_root()
-    names = _names(args, root)
-    if args.out and len(names) != 1:
+    names = _names(names, all_, root)
+    if out and len(names) != 1:
         raise InputError("--out takes one NAME (with --all each spec goes to build/NAME/)")
     for name in names:
         spec = load_spec(name, root)
-        out = Path(args.out).resolve() if args.out else root / "build" / spec.name
-        rendered = render_image(spec, out)
+        into = Path(out).resolve() if out else root / "build" / spec.name
+        rendered = render_image(spec, into)
         key = rendered.content_key[:12]
-        print(f"{spec.name}: rendered {len(rendered.files)} files into {out} (content key {key})")
+        print(f"{spec.name}: rendered {len(rendered.files)} files into {into} (content key {key})")
     return 0
 
 
-def run_build(args) -> int:
+@command.command(
+    "build",
+    short_help="Build NAME: render, podman build, squashfs export, install the EDF in $EDF_PATH.",
+    help="Render build/NAME/, build the podman image (offline: --network=none), export "
+    "build/NAME/NAME.sqsh and install NAME.toml into the first directory of $EDF_PATH (default "
+    "~/.edf). Unchanged spec and templates are a cache hit. Full log: build/NAME/build.log.",
+)
+@click.argument("name", metavar="NAME")
+@click.option("--force", is_flag=True, help="rebuild even when the cache is valid")
+@click.option(
+    "--mirror",
+    metavar="URL",
+    help="Debian mirror for debootstrap bases (default: $CORDEE_DEBIAN_MIRROR, else this host's apt source)",
+)
+@json_option("cordee.imagebuild/1")
+def build(name: str, force: bool, mirror: str | None, as_json: bool) -> int:
     from cordee.images.build import build_image
 
-    summary = build_image(args.name, force=args.force, mirror=args.mirror)
-    if args.as_json:
+    summary = build_image(name, force=force, mirror=mirror)
+    if as_json:
         print(json.dumps(summary, indent=2))
     elif summary.get("kind") == "container":
         state = "cache hit" if summary["cache_hit"] else f"built in {summary['seconds']:.0f}s"

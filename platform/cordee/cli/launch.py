@@ -8,14 +8,17 @@ exits with its code.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+from typing import NamedTuple
 
+import click
+
+from cordee.cli.options import EndsInCommand, Number
 from cordee.errors import CordeeError, InputError
 
 
@@ -82,87 +85,75 @@ def _dry_run_rank(view, bnd, plan) -> dict:
     }
 
 
-def register(sub, name: str, help_: str) -> None:
-    p = sub.add_parser(
-        name,
-        help=help_,
-        usage="cordee launch [OPTIONS] -- CMD ...",
-        description=__doc__.split("\n\n", 1)[1].strip(),
-    )
-    p.add_argument(
-        "--profile",
-        dest="profile_name",
-        metavar="P",
-        help="Fabric profile (see `cordee env check`); 'none' applies none. "
-        "Default: $CORDEE_PROFILE, else chosen from the hardware found.",
-    )
-    p.add_argument(
-        "--nproc-per-node",
-        type=_number_in(int, 1, 1024),
-        default=None,
-        metavar="N",
-        help="Start N local ranks per launched task and supervise them.",
-    )
-    p.add_argument(
-        "--bind",
-        choices=["auto", "none"],
-        default="auto",
-        help="GPU/CPU binding policy (README: GPU and CPU binding); default auto.",
-    )
-    p.add_argument(
-        "--grace",
-        type=_number_in(float, 0, 3600),
-        default=10.0,
-        metavar="S",
-        help="Seconds the other ranks get after SIGTERM when one rank fails (default 10).",
-    )
-    p.add_argument(
-        "-v", "--verbose", action="store_true", help="Log on every rank, and unchanged variables too."
-    )
-    p.add_argument("-q", "--quiet", action="store_true", help="Log nothing but errors.")
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="Print what each rank would get (JSON, schema cordee.launch/1) and start nothing.",
-    )
-    p.add_argument(
-        "cmd", nargs=argparse.REMAINDER, metavar="CMD", help="The command and its arguments, after '--'."
-    )
-    p.set_defaults(run=run)
+class Options(NamedTuple):
+    """The command line as plain values, for _launch."""
+
+    cmd: list[str]
+    profile_name: str | None
+    nproc_per_node: int | None
+    bind: str
+    grace: float
+    verbose: bool
+    quiet: bool
+    dry_run: bool
 
 
-def _number_in(kind: type, lo: float, hi: float):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number ({kind.__name__})") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{value} is not in {lo}..{hi}")
-        return value
-
-    return parse
-
-
-def run(args) -> int:
+@click.command(
+    "launch",
+    cls=EndsInCommand,
+    help=__doc__.split("\n\n", 1)[1].strip() + "\n\nCMD: the command and its arguments, after '--'.",
+)
+@click.option(
+    "--profile",
+    "profile_name",
+    metavar="P",
+    help="Fabric profile (see `cordee env check`); 'none' applies none. "
+    "Default: $CORDEE_PROFILE, else chosen from the hardware found.",
+)
+@click.option(
+    "--nproc-per-node",
+    type=Number(int, 1, 1024),
+    metavar="N",
+    help="Start N local ranks per launched task and supervise them.",
+)
+@click.option(
+    "--bind",
+    type=click.Choice(["auto", "none"]),
+    default="auto",
+    help="GPU/CPU binding policy (README: GPU and CPU binding); default auto.",
+)
+@click.option(
+    "--grace",
+    type=Number(float, 0, 3600),
+    default=10.0,
+    metavar="S",
+    help="Seconds the other ranks get after SIGTERM when one rank fails (default 10).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log on every rank, and unchanged variables too.")
+@click.option("-q", "--quiet", is_flag=True, help="Log nothing but errors.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print what each rank would get (JSON, schema cordee.launch/1) and start nothing.",
+)
+@click.argument("cmd", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD ...")
+def command(**params) -> int:
+    opts = Options(**params)
     environ = dict(os.environ)
     node = os.uname().nodename
     try:
-        return _launch(args, environ, node)
+        return _launch(opts, environ, node)
     except InputError as e:
         # Name the task: in a 4096-rank step, "which node?" is the first question.
         task = environ.get("SLURM_PROCID")
         raise InputError(f"{node}{f' (task {task})' if task else ''}: {e}") from None
 
 
-def _launch(args, environ: dict[str, str], node: str) -> int:
-    profile_name, nproc_per_node, bind = args.profile_name, args.nproc_per_node, args.bind
+def _launch(opts: Options, environ: dict[str, str], node: str) -> int:
+    profile_name, nproc_per_node, bind, argv = opts.profile_name, opts.nproc_per_node, opts.bind, opts.cmd
     from cordee.launch import binding as b
     from cordee.launch.launchenv import detect, expand_local_ranks
 
-    argv = list(args.cmd)
-    if argv and argv[0] == "--":
-        argv = argv[1:]
     if not argv:
         raise InputError("no command given: cordee launch [OPTIONS] -- CMD ...")
     if shutil.which(argv[0], path=environ.get("PATH")) is None:
@@ -172,11 +163,11 @@ def _launch(args, environ: dict[str, str], node: str) -> int:
     gpus = b.read_gpus() if bind != "none" else []
     profile = _profile_vars(profile_name, base.nnodes)
 
-    if not args.quiet and (args.verbose or base.rank == 0):
+    if not opts.quiet and (opts.verbose or base.rank == 0):
         for note in base.notes:
             _log(f"rank {base.rank}/{base.world_size} {node}", note)
 
-    if args.dry_run:
+    if opts.dry_run:
         n = nproc_per_node or 1
         views = [expand_local_ranks(base, n, i) for i in range(n)] if n > 1 else [base]
         ranks = [_dry_run_rank(view, *_prepare(environ, view, profile, bind, gpus)) for view in views]
@@ -193,8 +184,8 @@ def _launch(args, environ: dict[str, str], node: str) -> int:
 
     if not nproc_per_node or nproc_per_node == 1:
         bnd, plan = _prepare(environ, base, profile, bind, gpus)
-        if not args.quiet and (args.verbose or base.rank == 0):
-            _report(f"rank {base.rank}/{base.world_size} {node}", bnd, plan, args.verbose)
+        if not opts.quiet and (opts.verbose or base.rank == 0):
+            _report(f"rank {base.rank}/{base.world_size} {node}", bnd, plan, opts.verbose)
         if bnd is not None and bnd.cpus_changed:
             os.sched_setaffinity(0, bnd.cpus)
         sys.stdout.flush()
@@ -211,12 +202,12 @@ def _launch(args, environ: dict[str, str], node: str) -> int:
     plans = [_prepare(environ, view, profile, bind, gpus) for view in views]
     ranks = []
     for i, (view, (bnd, plan)) in enumerate(zip(views, plans, strict=True)):
-        if not args.quiet and (args.verbose or view.rank == 0):
-            _report(f"rank {view.rank}/{view.world_size} {node}", bnd, plan, args.verbose)
+        if not opts.quiet and (opts.verbose or view.rank == 0):
+            _report(f"rank {view.rank}/{view.world_size} {node}", bnd, plan, opts.verbose)
         cpus = bnd.cpus if bnd is not None and bnd.cpus_changed else None
         try:
             ranks.append(RankProcess(view.rank, i, start_rank(argv, plan.env, cpus)))
         except (OSError, subprocess.SubprocessError) as e:
-            stop_all(ranks, args.grace, lambda m: _log(node, m))
+            stop_all(ranks, opts.grace, lambda m: _log(node, m))
             raise CordeeError(f"cannot start rank {view.rank}: {e}") from None
-    return supervise(ranks, lambda m: _log(node, m), grace_s=args.grace)
+    return supervise(ranks, lambda m: _log(node, m), grace_s=opts.grace)

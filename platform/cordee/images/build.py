@@ -177,7 +177,7 @@ def fill_wheelhouse(wheelhouse: dict, wheels: Path, root: Path, *, log, platform
             old.unlink()
         with tempfile.TemporaryDirectory(prefix="cordee-src-") as src:
             _copy_source(root, Path(src))  # setuptools writes build/ and *.egg-info into its source
-            argv = [*pip, "wheel", "--no-deps", "-w", str(wheels), src]
+            argv = [*pip, "wheel", "-w", str(wheels), src]  # + its pure-Python dependencies (click)
             run_logged(argv, what="pip wheel cordee", timeout=PIP_TIMEOUT, log=log)
 
 

@@ -35,6 +35,7 @@ class PyCordee(PythonPackage):
     depends_on("python@3.11:", type=("build", "run"))
     depends_on("py-setuptools@77:", type="build")
     depends_on("py-wheel", type="build")
+    depends_on("py-click@8.1:8", type=("build", "run"))
     depends_on("py-jinja2@3.1:3", type="run", when="+images")
     depends_on("py-pyyaml@6.0:6", type="run", when="+images")
 
