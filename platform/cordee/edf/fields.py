@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Mapping
 from typing import NamedTuple
+
+from cordee.numbers import as_int
 
 Problem = tuple[str, str]  # (severity, message)
 
@@ -140,9 +143,14 @@ def _squashfs_file(path: str, what: str) -> list[Problem]:
         return [("warning", f"{what} {path} does not exist on this machine")]
     if os.path.isdir(path):
         return [("error", f"{what} {path} is a directory, not a squashfs file")]
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(4)
+    try:  # non-blocking and regular files only: a FIFO here would hang the check
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return [("error", f"{what} {path} is not a regular file, so not a squashfs file")]
+            magic = os.read(fd, 4)
+        finally:
+            os.close(fd)
     except OSError as e:
         return [("warning", f"{what} {path} cannot be read here: {e.strerror}")]
     if magic != SQUASHFS_MAGIC:
@@ -182,7 +190,8 @@ def check_annotation(key: str, value: str) -> list[Problem]:
             return [("error", "must be the path to a file holding the public key, not the key itself")]
         if not value.startswith("/"):
             return [("error", f"'{value}' must be an absolute path to the public key file")]
-    if key == "com.hooks.ssh.port" and not (value.isdigit() and 0 < int(value) < 65536):
+    port = as_int(value) if value.isascii() and value.isdigit() else None  # digits only, bounded
+    if key == "com.hooks.ssh.port" and not (port is not None and 0 < port < 65536):
         return [("error", f"'{value}' is not a port number (1-65535; default 15263)")]
     if key == "com.hooks.netstack.source" and not (
         value in ("host", "artifact") or (value.startswith("artifact:") and len(value) > 9)

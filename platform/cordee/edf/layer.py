@@ -44,6 +44,9 @@ def parse_layer(path: Path, environ: Mapping[str, str], report: Report) -> Layer
     except tomllib.TOMLDecodeError as e:  # its message carries line and column
         report(file, "toml", "error", f"TOML syntax: {one_line(str(e))}")
         return None
+    except ValueError as e:  # from tomllib's int(): an integer of more than 4,300 digits
+        report(file, "toml", "error", f"TOML value cordee cannot read: {one_line(str(e))[:120]}")
+        return None
     except RecursionError:  # tomllib recurses once per nested array or inline table
         report(file, "toml", "error", "TOML nested too deeply")
         return None

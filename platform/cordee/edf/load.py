@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from cordee.edf import fields
 from cordee.edf.fields import Mount
 from cordee.edf.layer import KEYS, SCALARS, Layer, empty_values, parse_layer
-from cordee.errors import InputError, one_line
+from cordee.errors import InputError, one_line, shown
 
 __all__ = ["KEYS", "Edf", "EdfError", "EdfReport", "Finding", "Mount", "check_edf", "find_edf", "load_edf"]
 
@@ -79,8 +79,8 @@ def find_edf(name_or_path: str, environ: Mapping[str, str]) -> Path:
         raise EdfError("empty EDF name: give a NAME (looked up in $EDF_PATH) or a path to a .toml file")
     if "/" in name_or_path or name_or_path.endswith(".toml"):
         path = Path(os.path.abspath(name_or_path))
-        if not path.is_file():
-            raise EdfError(f"EDF file {path} not found")
+        if not os.path.isfile(path):  # os.path: Path.is_file raises on a name over NAME_MAX
+            raise EdfError(f"EDF file {shown(str(path))} not found")
         return path
     looked = []
     for d in edf_search_path(environ):
@@ -88,11 +88,11 @@ def find_edf(name_or_path: str, environ: Mapping[str, str]) -> Path:
             looked.append(f"{d} (ignored: not absolute)")
             continue
         candidate = Path(d, f"{name_or_path}.toml")
-        if candidate.is_file():
+        if os.path.isfile(candidate):
             return Path(os.path.abspath(candidate))
         looked.append(str(candidate))
     raise EdfError(
-        f"EDF '{name_or_path}' not found; looked for {', '.join(looked)} "
+        f"EDF {shown(name_or_path)} not found; looked for {', '.join(looked)} "
         "(set EDF_PATH, or give a path: ./NAME.toml)"
     )
 

@@ -86,6 +86,8 @@ def _read(name: str, d: str) -> tuple[str, dict]:
         raise InputError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise InputError(f"{path}: not valid TOML: {one_line(str(e))}") from None
+    except ValueError as e:  # from tomllib's int(): an integer of more than 4,300 digits
+        raise InputError(f"{path}: TOML value cordee cannot read: {one_line(str(e))[:120]}") from None
     except RecursionError:
         raise InputError(f"{path}: not valid TOML: nested too deeply") from None
     return path, data

@@ -53,7 +53,6 @@ LEVEL_VARS = ("NCCL_P2P_LEVEL", "NCCL_NET_GDR_LEVEL")
 _LEVELS = ("loc", "nvl", "pix", "pxb", "pxn", "phb", "sys")
 
 
-
 def parse_nccl_proto(value: str) -> tuple[dict[str | None, frozenset[str]], list[str]]:
     """Parse NCCL_PROTO into {function or None (= all functions not listed): enabled protocols}.
 

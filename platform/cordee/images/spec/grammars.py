@@ -132,6 +132,20 @@ def _mount(value: str) -> str | None:
     return "; ".join(errors) or None
 
 
+def _edf_expandable(value: str) -> str | None:
+    """What `cordee edf check` would refuse in the installed EDF whatever the host defines: a '${'
+    that is not a ${NAME} or ${NAME:-} reference (render must not write what check rejects)."""
+    return "; ".join(expand(value, _VariablesAsPaths()).errors) or None
+
+
+EDF_TEXT = Str(
+    "text without control characters, its ${VAR} references well formed (EDF expands them; "
+    "$${VAR} is a literal ${VAR})",
+    check=_edf_expandable,
+    max_len=4096,
+    empty=True,
+    doc="text (EDF `${VAR}` expanded)",
+)
 MOUNT = Str(
     "SRC[:DST[:FLAGS]] as in an EDF (e.g. /capstor or ${SCRATCH}/d.sqsh:/data:sqsh)",
     check=_mount,

@@ -51,7 +51,8 @@ def canonical_json(data: Any) -> bytes:
 
 
 def _is_root(path: Path) -> bool:
-    return (path / "images").is_dir() and (path / "recipes").is_dir()
+    # os.path, not Path.is_dir: Python 3.11's pathlib raises on a name longer than NAME_MAX
+    return os.path.isdir(path / "images") and os.path.isdir(path / "recipes")
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -61,7 +62,7 @@ def find_root(start: Path | None = None) -> Path:
     if env:
         root = Path(env).expanduser()
         if not _is_root(root):
-            raise InputError(f"CORDEE_ROOT={env}: no images/ and recipes/ folders there")
+            raise InputError(f"CORDEE_ROOT={shown(env)}: no images/ and recipes/ folders there")
         return root.resolve()
     here = Path(start if start is not None else os.getcwd()).resolve()
     for candidate in (here, *here.parents, _PACKAGE_ROOT):
@@ -150,13 +151,14 @@ def _resolve_path(name_or_path: str, root: Path | None) -> tuple[str, Path]:
     else:
         root = find_root() if root is None else Path(root)
         name, path = name_or_path, root / "images" / f"{name_or_path}.yaml"
-        if not path.is_file():
+        if not os.path.isfile(path):
             known = ", ".join(list_specs(root)) or "(none)"
-            raise SpecError(f"unknown image spec {name_or_path!r} (no {path}); known specs: {known}")
+            raise SpecError(f"unknown image spec {shown(name_or_path)} (no {path}); known specs: {known}")
     if not _NAME.fullmatch(name) or len(name) > 64:
         raise SpecError(
-            f"{path}: spec name {name!r} (the file name) must be lowercase letters and digits, parts "
-            "joined by single '.', '_' or '-' (it becomes a podman image name), at most 64 characters"
+            f"{shown(str(path))}: spec name {shown(name)} (the file name) must be lowercase letters and "
+            "digits, parts joined by single '.', '_' or '-' (it becomes a podman image name), "
+            "at most 64 characters"
         )
     return name, path
 
@@ -168,8 +170,8 @@ def _sources(data: dict, spec_path: Path) -> list[str]:
     if rel is None:
         return []
     file = spec_path.parent / rel
-    if not file.is_file():
-        return [f"{spec_path}: field 'sources_file': {file} does not exist"]
+    if not os.path.isfile(file):
+        return [f"{spec_path}: field 'sources_file': {shown(str(file))} does not exist"]
     try:
         from_file = SOURCES.check(_read_yaml(file), "")
     except SpecError as e:

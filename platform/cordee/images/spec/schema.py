@@ -22,6 +22,7 @@ from cordee.images.spec.grammars import (
     ANNOTATION_KEY,
     BASE_IMAGE_REF,
     DEB_PACKAGE,
+    EDF_TEXT,
     ENV_NAME,
     GCC_SPEC,
     GIT_COMMIT,
@@ -152,8 +153,8 @@ EDF = Struct(
         "writable": (Bool(), True),
         "entrypoint": (Bool(), False),
         "mounts": (List(MOUNT), []),
-        "env": (Map(ENV_NAME, TEXT), {}),
-        "annotations": (Map(ANNOTATION_KEY, TEXT), {}),
+        "env": (Map(ENV_NAME, EDF_TEXT), {}),
+        "annotations": (Map(ANNOTATION_KEY, EDF_TEXT), {}),
     }
 )
 COMMON = {
