@@ -105,9 +105,9 @@ def test_single_rank_execs_the_command():
 def test_signal_reaches_the_program(tmp_path):
     flag = tmp_path / "got-usr2"
     code = textwrap.dedent(f"""
-        import signal, sys, time
+        import os, signal, sys, time
         signal.signal(signal.SIGUSR2, lambda *a: (open({str(flag)!r}, "w").write("yes"), sys.exit(0)))
-        print("ready", flush=True)
+        os.write(1, b"ready\\n")  # one write: two ranks' lines never interleave
         time.sleep(60)
     """)
     p = subprocess.Popen(
@@ -128,7 +128,7 @@ def test_supervisor_forwards_sigterm(tmp_path):
         def bye(*a):
             open(os.path.join({str(tmp_path)!r}, os.environ["RANK"]), "w").write("term"); sys.exit(0)
         signal.signal(signal.SIGTERM, bye)
-        print("ready", flush=True)
+        os.write(1, b"ready\\n")  # one write: two ranks' lines never interleave
         time.sleep(60)
     """)
     p = start_two_ready_ranks(code)
@@ -197,7 +197,7 @@ def test_ranks_die_with_a_killed_supervisor(tmp_path):
     code = textwrap.dedent(f"""
         import os, time
         open(os.path.join({str(tmp_path)!r}, os.environ["RANK"]), "w").write(str(os.getpid()))
-        print("ready", flush=True)
+        os.write(1, b"ready\\n")  # one write: two ranks' lines never interleave
         time.sleep(120)
     """)
     p = start_two_ready_ranks(code)
