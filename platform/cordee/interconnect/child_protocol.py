@@ -5,7 +5,7 @@ init) can crash or hang; in a child, that becomes an error message and cordee ke
 `run_python` runs the child on cordee.process: it leads its own session, and at the timeout its
 whole process group is killed, helpers a plugin forked included. `run_module` adds the protocol of
 `cordee net show`'s library queries (library_child.py): the child prints one JSON document on stdout
-(`emit`), everything else it says goes to stderr. The net plugin probe (netplugin.py) runs on
+(`emit`), everything else it says goes to stderr. The net plugin probe (netplugin/probe.py) runs on
 `run_python` with a progress file of its own.
 """
 
