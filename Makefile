@@ -8,7 +8,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 TORCH_CPU ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install sysdeps test lint demo bench render image hooks-install clean
+.PHONY: install sysdeps test lint demo bench render image hooks-install clean fuzz
 
 sysdeps:
 	@bash scripts/install-system-deps.sh
@@ -44,6 +44,10 @@ image: install
 # Enroot hooks for the current user (plain Enroot/Pyxis sites without CE); see hooks/README.md
 hooks-install:
 	bash hooks/install.sh
+
+# make fuzz: the CLI contract under hostile input, 12x the examples of `make test` (tests/fuzz/)
+fuzz: $(STAMP)
+	CORDEE_FUZZ=long $(VENV)/bin/pytest -q tests/fuzz
 
 bench: install
 	$(PY) tests/benchmarks/run_all.py

@@ -240,6 +240,9 @@ def test_unreadable_and_binary_files(tmp_path, env):
     path = tmp_path / "bin.toml"
     path.write_bytes(b'image = "\xff\xfe"\n')
     assert "UTF-8" in one(check_edf(str(path), env), "error", "file")
+    unreadable = tmp_path / "mem.toml"  # /proc/self/mem: a regular file that not even root can read (EIO)
+    unreadable.symlink_to("/proc/self/mem")
+    assert "cannot read" in one(check_edf(str(unreadable), env), "error", "file")
 
 
 # --- mounts ----------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from dockerfile_parse import DockerfileParser
 
 from cordee import __version__, profiles
 from cordee.edf.layer import flatten
+from cordee.edf.load import check_edf
 from cordee.images.render import content_key, render_edf, render_image
 from cordee.images.spec import load_spec
 
@@ -243,11 +244,10 @@ def test_edf_is_the_intended_toml(name: str, tmp_path: Path):
 
 
 def test_edf_check_accepts_rendered_edfs(tmp_path: Path):
-    check = pytest.importorskip("cordee.edf.load", reason="cordee edf check is not there yet").check_edf
     for name in CONTAINERS:
         path = tmp_path / f"{name}.toml"
         path.write_text(render_edf(load_spec(name, REPO), tmp_path / f"{name}.sqsh"))
-        report = check(str(path), {"HOME": str(tmp_path)})
+        report = check_edf(str(path), {"HOME": str(tmp_path)})
         assert not [f for f in report.findings if f.severity == "error"], report.findings
 
 

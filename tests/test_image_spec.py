@@ -424,7 +424,18 @@ def test_every_independent_error_in_one_run(root: Path):
     assert all(line.startswith(f"{path}: ") for line in lines), lines
     for _, expected in FIVE_ERRORS.values():
         assert sum(expected in line for line in lines) == 1, (expected, lines)
-    assert str(info.value) == "\n".join(lines)
+    # str() keeps the one-line contract for every other verb: the first error and how many more
+    assert str(info.value) == f"{lines[0]} (and 4 more: `cordee image validate` lists them all)"
+
+
+def test_render_of_a_spec_with_five_errors_is_one_line(root: Path):
+    _five_errors(root)
+    cp = subprocess.run(
+        [sys.executable, "-m", "cordee", "image", "render", "five", "--out", str(root / "out")],
+        capture_output=True, text=True, env={**os.environ, "CORDEE_ROOT": str(root)}, timeout=60,
+    )  # fmt: skip
+    assert cp.returncode == 2 and len(cp.stderr.splitlines()) == 1, cp.stderr
+    assert "(and 4 more: `cordee image validate` lists them all)" in cp.stderr
 
 
 def test_errors_in_the_spec_and_its_sources_file_are_reported_together(root: Path):

@@ -69,16 +69,23 @@ def assert_gone(pid: int, within: float = 2.0) -> None:
         time.sleep(0.02)
 
 
-@pytest.fixture(autouse=True)
-def no_children_left():
-    yield
+def _children() -> set[tuple[int, str]]:
     me = str(os.getpid())
-    left = []
+    found = set()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             st = _stat(int(entry))
             if st is not None and st[1] == me:  # our child, running or not yet reaped
-                left.append((int(entry), st[0]))
+                found.add((int(entry), st[0]))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_children_left():
+    # children that were there before (the session's Slurm daemons, say) are not this test's
+    before = {pid for pid, _ in _children()}
+    yield
+    left = sorted((pid, state) for pid, state in _children() if pid not in before)
     assert not left, f"children of the test process left behind: {left}"
 
 

@@ -97,7 +97,7 @@ FIELDS = {
         g.ANNOTATION_KEY.pattern,
     ),
     "base image": Field(
-        NGC, at("base", "image"), f"registry.example/{P}:1", "base.image", g.IMAGE_REF.pattern
+        NGC, at("base", "image"), f"registry.example/{P}:1", "base.image", g.BASE_IMAGE_REF.pattern
     ),
     "debootstrap package": Field(
         CPU,
@@ -409,9 +409,7 @@ def test_podman_reads_env_and_label_values_exactly(tmp_path: Path):
     tag = "localhost/cordee-test/quoting:latest"
     build = subprocess.run(["podman", "build", "-q", "-t", tag, str(tmp_path / "ctx")], capture_output=True,
                            text=True, timeout=120)  # fmt: skip
-    if build.returncode != 0 and "storage" in build.stderr.lower():
-        pytest.skip(f"podman cannot build here: {build.stderr.strip()[-200:]}")
-    assert build.returncode == 0, build.stderr
+    assert build.returncode == 0, build.stderr  # podman is installed: a build that fails is a failure
     try:
         out = subprocess.run(["podman", "image", "inspect", tag, "--format", "{{json .Config}}"], check=True,
                              capture_output=True, text=True, timeout=60).stdout  # fmt: skip

@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as e:
         rc = _fail(f"cordee: error: {e.format_message()}", code=e.exit_code)
     except CordeeError as e:
-        lines = getattr(e, "lines", None) or [str(e)]  # a spec's errors: one line each (SpecError)
+        # one line; `image validate` asks for every error of a spec, one line each (SpecError.lines)
+        lines = (getattr(e, "lines", None) if getattr(e, "every_line", False) else None) or [str(e)]
         rc = _fail(*(f"cordee: error: {line}" for line in lines), code=e.exit_code)
     except KeyboardInterrupt:
         rc = _fail("cordee: interrupted", code=130)

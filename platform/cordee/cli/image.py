@@ -71,11 +71,15 @@ VALIDATE_HELP = "Validate specs; errors name file, field and what is allowed."
 @click.argument("names", metavar="[NAME]...", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="validate every spec in images/")
 def validate(names: tuple[str, ...], all_: bool) -> int:
-    from cordee.images.spec import find_root, load_spec
+    from cordee.images.spec import SpecError, find_root, load_spec
 
     root = find_root()
     for name in _names(names, all_, root):
-        spec = load_spec(name, root)  # SpecError: exit 2, one line naming file and field
+        try:
+            spec = load_spec(name, root)
+        except SpecError as e:  # exit 2, one line per error, each naming file, field, what is allowed
+            e.every_line = True
+            raise
         print(f"{spec.name}: valid ({spec.kind}, {spec.path}, spec hash {spec.spec_hash[:12]})")
     return 0
 

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from cordee.errors import InputError, shown
+from cordee.errors import InputError, one_line, shown
 from cordee.fileio import ReadError, read_bounded
 from cordee.images.spec.fields import Collector, Invalid
 from cordee.images.spec.grammars import NAME_RE
@@ -30,10 +30,12 @@ _MAX_BYTES = 1 << 20
 
 class SpecError(InputError):
     """A spec that cannot be rendered: `lines` holds one line per error, each naming the file, the
-    field and what is allowed; str() is those lines joined by newlines."""
+    field and what is allowed. str() is one line, the first error and how many more: every verb
+    keeps the one-line contract; `cordee image validate` prints all of `lines`."""
 
     def __init__(self, *lines: str) -> None:
-        super().__init__("\n".join(lines))
+        more = f" (and {len(lines) - 1} more: `cordee image validate` lists them all)" if lines[1:] else ""
+        super().__init__(f"{lines[0] if lines else 'invalid spec'}{more}")
         self.lines = list(lines)
 
 
@@ -102,6 +104,8 @@ def _read_yaml(path: Path) -> Any:
             loader.dispose()
     except UnicodeDecodeError as e:
         raise SpecError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
+    except ValueError as e:  # PyYAML's int() of a plain scalar of more than 4,300 digits
+        raise SpecError(f"{path}: a YAML value cordee cannot read: {one_line(str(e))[:120]}") from None
     except RecursionError:  # PyYAML composes and constructs recursively
         raise SpecError(f"{path}: not valid YAML: nested too deeply") from None
     except yaml.YAMLError as e:
