@@ -185,6 +185,8 @@ def loaded_modules(*argv: str) -> dict[str, list[str]]:
     [
         (["--help"], None),
         (["env", "show", "--json"], "env"),
+        (["env", "check", "--json"], "env"),
+        (["launch", "--dry-run", "--", "true"], "launch"),
         (["hostlist", "expand", "n[1-4]"], "hostlist"),
         (["edf", "--help"], "edf"),
         (["nonsense-verb"], None),
