@@ -70,8 +70,8 @@ def test_podman_environ_respects_the_user(tmp_path):
 def test_run_logged_logs_shows_and_fails_with_the_tail(tmp_path, capsys):
     log_path = tmp_path / "build.log"
     with open(log_path, "w") as log:
-        run_logged(
-            ["bash", "-c", "echo STEP 1/2: a; echo noise; echo STEP 2/2: b"],
+        run_logged(  # stderr merged into the log; a last line without its newline still shown
+            ["bash", "-c", "echo STEP 1/2: a; echo noise >&2; printf 'STEP 2/2: b'"],
             what="t",
             timeout=30,
             log=log,
@@ -79,9 +79,16 @@ def test_run_logged_logs_shows_and_fails_with_the_tail(tmp_path, capsys):
         )
         with pytest.raises(StepError, match=r"failed \(exit 3\): last words \(full log"):
             run_logged(["bash", "-c", "echo last words; exit 3"], what="failing", timeout=30, log=log)
+        with pytest.raises(StepError, match=r"^crash failed \(killed by SIGKILL\): last \(full log"):
+            run_logged(["sh", "-c", "echo last; kill -9 $$"], what="crash", timeout=10, log=log)
+        t0 = time.monotonic()
+        with pytest.raises(StepTimeout, match="slow: no result within 1s"):
+            run_logged(["sh", "-c", "echo started; exec sleep 60"], what="slow", timeout=1, log=log)
+        assert time.monotonic() - t0 < 5
     assert capsys.readouterr().err.splitlines() == ["  STEP 1/2: a", "  STEP 2/2: b"]
     text = log_path.read_text()
-    assert "noise" in text and "== failing: bash -c" in text
+    assert "noise\n" in text and "STEP 2/2: b\n" in text and "started\n" in text
+    assert "== failing: bash -c" in text
 
 
 def test_run_logged_timeout_stops_the_whole_group(tmp_path):

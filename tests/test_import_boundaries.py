@@ -115,31 +115,24 @@ def test_launch_path_never_imports_heavy_libraries():
     assert heavy == {}, f"imported on the launch/env path (module: by): {heavy}"
 
 
-def test_a_heavy_import_on_the_launch_path_would_be_caught(monkeypatch):
-    """The rule can fail: route a launch-path module to one that imports yaml."""
-    modules = all_modules()
+def add_import(monkeypatch, importer: str, imported: str) -> None:
+    """Make the checker read one more import in `importer`, as if its source had it."""
+    assert imported in all_modules()
     real = imports_of
 
     def patched(path, mods):
         found = real(path, mods)
-        if module_name(path) == "cordee.cli.launch":
-            found.add("cordee.images.spec.load")
-        return found
+        return found | {imported} if module_name(path) == importer else found
 
     monkeypatch.setattr(sys.modules[__name__], "imports_of", patched)
-    assert "cordee.images.spec.load" in modules
-    seen = reachable(LAUNCH_PATH_ROOTS)
-    assert "yaml" in seen
+
+
+def test_a_heavy_import_on_the_launch_path_would_be_caught(monkeypatch):
+    """The rule can fail: route a launch-path module to one that imports yaml."""
+    add_import(monkeypatch, "cordee.cli.launch", "cordee.images.spec.load")
+    assert "yaml" in reachable(LAUNCH_PATH_ROOTS)
 
 
 def test_a_boundary_violation_would_be_caught(monkeypatch):
-    real = imports_of
-
-    def patched(path, mods):
-        found = real(path, mods)
-        if module_name(path) == "cordee.launch.plan":
-            found.add("cordee.images.render")
-        return found
-
-    monkeypatch.setattr(sys.modules[__name__], "imports_of", patched)
+    add_import(monkeypatch, "cordee.launch.plan", "cordee.images.render")
     assert violations() == ["cordee.launch.plan imports cordee.images.render"]

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from cordee import process
-from cordee.containers.podman import StepError, StepTimeout, run_logged
 
 PY = sys.executable
 
@@ -417,30 +416,6 @@ def test_pipeline_missing_sink_stops_the_source():
         time.sleep(0.02)
     with pytest.raises(FileNotFoundError):
         process.pipeline(["no-such-source-cordee-test"], ["cat"], timeout=30)
-
-
-# --- the build's logged runs (containers.podman) -------------------------------------------------
-
-
-def test_run_logged_streams_to_the_log_and_shows_the_filtered_lines(tmp_path, capsys):
-    log_path = tmp_path / "step.log"
-    with open(log_path, "w") as log:
-        run_logged(
-            ["sh", "-c", "echo STEP 1/2: a; echo noise >&2; printf 'STEP 2/2: b'"],
-            what="t",
-            timeout=10,
-            log=log,
-            show=lambda line: line.startswith("STEP"),
-        )
-        with pytest.raises(StepError, match=r"^crash failed \(killed by SIGKILL\): last \(full log"):
-            run_logged(["sh", "-c", "echo last; kill -9 $$"], what="crash", timeout=10, log=log)
-        t0 = time.monotonic()
-        with pytest.raises(StepTimeout, match="slow: no result within 1s"):
-            run_logged(["sh", "-c", "echo started; exec sleep 60"], what="slow", timeout=1, log=log)
-        assert time.monotonic() - t0 < 5
-    assert capsys.readouterr().err.splitlines() == ["  STEP 1/2: a", "  STEP 2/2: b"]
-    text = log_path.read_text()
-    assert "noise\n" in text and "STEP 2/2: b\n" in text and "started\n" in text
 
 
 # --- ranks: start() and stop() ----------------------------------------------------------------------
