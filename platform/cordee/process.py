@@ -455,15 +455,7 @@ def run(
         _watch([child], readers, grace=grace, drain=drain)
     finally:
         (code,) = _finish([child], readers, drain)
-    return Result(
-        tuple(argv),
-        proc.pid,
-        code,
-        child.timed_out,
-        out.text() if out else "",
-        err.text() if err else "",
-        time.monotonic() - t0,
-    )
+    return _result(argv, child, code, out, err, time.monotonic() - t0)
 
 
 def pipeline(
@@ -527,18 +519,24 @@ def pipeline(
     finally:
         src_code, snk_code = _finish([src, snk], readers, drain)
     duration = time.monotonic() - t0
-    src_err = readers[0].text() if src_err_reader else ""
+    src_err = readers[0] if src_err_reader else None
     return (
-        Result(tuple(source), src_proc.pid, src_code, src.timed_out, "", src_err, duration),
-        Result(
-            tuple(sink),
-            snk_proc.pid,
-            snk_code,
-            snk.timed_out,
-            out.text() if out else "",
-            err.text() if err else "",
-            duration,
-        ),
+        _result(source, src, src_code, None, src_err, duration),
+        _result(sink, snk, snk_code, out, err, duration),
+    )
+
+
+def _result(
+    argv: Sequence[str], child: _Child, code: int, out: _Reader | None, err: _Reader | None, duration: float
+) -> Result:
+    return Result(
+        tuple(argv),
+        child.proc.pid,
+        code,
+        child.timed_out,
+        out.text() if out else "",
+        err.text() if err else "",
+        duration,
     )
 
 
