@@ -93,9 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as e:
         rc = _fail(f"cordee: error: {e.format_message()}", code=e.exit_code)
     except CordeeError as e:
-        # one line; `image validate` asks for every error of a spec, one line each (SpecError.lines)
-        lines = (getattr(e, "lines", None) if getattr(e, "every_line", False) else None) or [str(e)]
-        rc = _fail(*(f"cordee: error: {line}" for line in lines), code=e.exit_code)
+        rc = _fail(f"cordee: error: {e}", code=e.exit_code)
     except KeyboardInterrupt:
         rc = _fail("cordee: interrupted", code=130)
     except BrokenPipeError:  # `cordee hostlist expand ... | head`
@@ -104,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(rc or 0)
 
 
-def _fail(*lines: str, code: int) -> int:
-    """Each line on stderr as one line (one_line escapes breaks in it); the exit code."""
-    print("\n".join(map(one_line, lines)), file=sys.stderr, flush=True)
+def _fail(line: str, code: int) -> int:
+    """The message on stderr as one line (one_line escapes breaks in it); the exit code."""
+    print(one_line(line), file=sys.stderr, flush=True)
     return code

@@ -71,15 +71,16 @@ VALIDATE_HELP = "Validate specs; errors name file, field and what is allowed."
 @click.argument("names", metavar="[NAME]...", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="validate every spec in images/")
 def validate(names: tuple[str, ...], all_: bool) -> int:
+    from cordee.errors import one_line
     from cordee.images.spec import SpecError, find_root, load_spec
 
     root = find_root()
     for name in _names(names, all_, root):
         try:
             spec = load_spec(name, root)
-        except SpecError as e:  # exit 2, one line per error, each naming file, field, what is allowed
-            e.every_line = True
-            raise
+        except SpecError as e:  # every error of the spec, one line each naming file, field, what is allowed
+            print("\n".join(one_line(f"cordee: error: {line}") for line in e.lines), file=sys.stderr)
+            return e.exit_code
         print(f"{spec.name}: valid ({spec.kind}, {spec.path}, spec hash {spec.spec_hash[:12]})")
     return 0
 
