@@ -104,7 +104,7 @@ def check_edf(name_or_path: str, environ: Mapping[str, str] = os.environ) -> Edf
     merged = resolver.resolve(top, ())
     edf = None
     if merged is not None:
-        mounts = _unique_mounts(merged["mounts"], resolver, str(top))
+        mounts = _checked_mounts(merged["mounts"], resolver, str(top))
         values = {k: DEFAULTS[k] if merged[k] is None else merged[k] for k in SCALARS}
         for field, severity, message in fields.check_merged(
             values["image"], values["writable"], merged["env"], merged["annotations"]
@@ -143,16 +143,16 @@ def edf_as_dict(edf: Edf) -> dict[str, Any]:
     return doc
 
 
-def _unique_mounts(mounts: list[Mount], resolver: _Resolver, file: str) -> tuple[Mount, ...]:
-    """The same mount twice (e.g. a base inherited twice) is kept once; podman refuses duplicates."""
-    unique = list(dict.fromkeys(mounts))
+def _checked_mounts(mounts: list[Mount], resolver: _Resolver, file: str) -> tuple[Mount, ...]:
+    """Warnings for two mounts on one destination. The same mount twice (a base inherited twice)
+    was already kept once while merging (_merge); podman refuses duplicates."""
     by_dst: dict[str, Mount] = {}
-    for m in unique:
+    for m in mounts:
         if m.dst in by_dst:
             message = f"{m.dst} is mounted twice; {m.src} hides {by_dst[m.dst].src}"
             resolver.add(file, "mounts", "warning", message)
         by_dst[m.dst] = m
-    return tuple(unique)
+    return tuple(mounts)
 
 
 def _merge(acc: dict[str, Any], part: dict[str, Any]) -> None:
