@@ -1,5 +1,6 @@
-"""Shared fixtures. `slurm_cluster`: one real Slurm cluster (munged, slurmctld, 2 slurmd in
-network namespaces; see the slurmtest package) for the whole session, always torn down."""
+"""Shared fixtures. `slurm_cluster`: one real Slurm cluster (munged, slurmctld, 4 slurmd in
+network namespaces; see the slurmtest package) for the whole session, always torn down. Four nodes:
+the preflight pairs nodes to isolate a bad one; other tests use two of them with -N2."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ def slurm_cluster():
     reason = unavailable_reason()
     if reason:
         pytest.skip(reason)
-    cluster = SlurmCluster(nodes=2, cpus_per_node=4)
+    cluster = SlurmCluster(nodes=4, cpus_per_node=4)
     try:
         cluster.start()
         yield cluster

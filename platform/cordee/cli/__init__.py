@@ -33,6 +33,13 @@ VERBS: dict[str, Verb] = {
     ),
     "edf": Verb("cordee.cli.edf", "Render, check and locally run Environment Definition Files (EDF)."),
     "net": Verb("cordee.cli.net", "Show NCCL, the NCCL net plugin and its NICs, libfabric providers."),
+    "preflight": Verb(
+        "cordee.cli.preflight", "Check GPUs, compute and the interconnect of a job; name bad nodes."
+    ),
+    "bench": Verb("cordee.cli.bench", "Benchmark collectives, GEMM and device memory (preflight's engines)."),
+    "train": Verb("cordee.cli.train", "Train the reference decoder-only transformer (FSDP2, checkpoints)."),
+    "data": Verb("cordee.cli.data", "Prepare token shards for `cordee train` from text or JSONL files."),
+    "job": Verb("cordee.cli.job", "Render sbatch scripts for chained, resumable training jobs."),
 }
 
 COMPLETE_VAR = "_CORDEE_COMPLETE"  # click's completion: eval "$(_CORDEE_COMPLETE=bash_source cordee)"
