@@ -1,0 +1,391 @@
+"""`cordee data prepare`: text or JSONL files -> token shards (cordee.train.data's format) and an
+index.json, streamed (inputs are read in 1 MiB pieces or line by line, never whole).
+
+The whole output is written in a temporary directory beside the target and renamed into place at
+the end: a reader never sees half a data set, and a failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
+
+from cordee.errors import CordeeError, InputError, shown
+from cordee.fileio import read_bounded
+from cordee.train.data import (
+    HEADER_SIZE,
+    INDEX_NAME,
+    INDEX_SCHEMA,
+    SHARD_SUFFIX,
+    dtype_for,
+    pack_header,
+)
+
+PIECE_BYTES = 1 << 20  # read size of text documents
+MAX_LINE_BYTES = 64 << 20  # one JSONL record or one line document
+FORMATS = ("auto", "text", "lines", "jsonl")
+DEFAULT_SHARD_TOKENS = 64 << 20
+
+
+def _open_input(path: str):
+    """A regular file opened for binary reading, or InputError (a FIFO would block for ever)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{shown(path)}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(f"{shown(path)}: not a regular file (pass the files of a directory, e.g. dir/*.txt)")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+class Source:
+    """One input file read once: its pieces, byte count and sha256 as they go by."""
+
+    def __init__(self, path: str, fmt: str, key: str) -> None:
+        self.path, self.key = path, key
+        self.format = fmt if fmt != "auto" else ("jsonl" if path.endswith((".jsonl", ".ndjson")) else "text")
+        with _open_input(path) as f:
+            self.size = os.fstat(f.fileno()).st_size
+        self.done, self.documents, self.sha256 = 0, 0, hashlib.sha256()
+
+    def pieces(self) -> Iterator[tuple[bytes, bool]]:
+        """(bytes of a document, whether the document ends there)."""
+        with _open_input(self.path) as f:
+            if self.format == "text":
+                while chunk := f.read(PIECE_BYTES):
+                    self._count(chunk)
+                    yield chunk, False
+                if self.done:  # an empty document (here, an empty file) adds nothing
+                    self.documents += 1
+                    yield b"", True
+                return
+            for number, line in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
+                self._count(line)
+                if len(line) > MAX_LINE_BYTES:
+                    raise InputError(f"{shown(self.path)}:{number}: line longer than {MAX_LINE_BYTES} bytes")
+                document = self._document(line, number)
+                if document:
+                    self.documents += 1
+                    yield document, True
+
+    def _document(self, line: bytes, number: int) -> bytes:
+        """A line's document; b"" (skipped) for a blank line or an empty document."""
+        if self.format == "lines":
+            return line.rstrip(b"\r\n")
+        if not line.strip():
+            return b""
+        where = f"{shown(self.path)}:{number}"
+        try:
+            record = json.loads(line)
+        except ValueError as e:  # also UnicodeDecodeError
+            raise InputError(f"{where}: not JSON ({str(e).splitlines()[0][:80]})") from None
+        if not isinstance(record, dict) or self.key not in record:
+            raise InputError(f"{where}: no key {self.key!r}")
+        if not isinstance(record[self.key], str):
+            raise InputError(f"{where}: {self.key!r} is {type(record[self.key]).__name__}, not a string")
+        return record[self.key].encode("utf-8", "surrogatepass")
+
+    def _count(self, data: bytes) -> None:
+        self.done += len(data)
+        self.sha256.update(data)
+
+    def record(self) -> dict:
+        return {
+            "path": os.path.abspath(self.path),
+            "format": self.format,
+            "bytes": self.size,
+            "sha256": self.sha256.hexdigest(),
+            "documents": self.documents,
+        }
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as tokens 0..255, EOS 256 after each document. Pieces are batched so that a
+    million one-line documents cost a few numpy calls, not a million."""
+
+    vocab_size, eos = 257, 256
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[bytes, bool]] = []
+        self.pending_bytes = 0
+
+    def feed(self, data: bytes, end: bool) -> list:
+        self.pending.append((data, end))
+        self.pending_bytes += len(data) + 1
+        return self._take(final=False) if self.pending_bytes >= PIECE_BYTES else []
+
+    def flush(self) -> list:
+        """The tokens of everything fed so far."""
+        return self._take(final=True)
+
+    def _take(self, final: bool) -> list:
+        pieces, self.pending, self.pending_bytes = self.pending, [], 0
+        tokens = self._encode(pieces, final)
+        return [tokens] if len(tokens) else []
+
+    def _encode(self, pieces: list[tuple[bytes, bool]], final: bool):
+        import numpy as np
+
+        if not pieces:
+            return np.zeros(0, dtype=np.uint32)
+        tokens = np.frombuffer(b"".join(data for data, _ in pieces), dtype=np.uint8).astype(np.uint32)
+        ends = np.cumsum([len(data) for data, _ in pieces])[[end for _, end in pieces]]
+        return np.insert(tokens, ends, self.eos)
+
+    def describe(self) -> dict:
+        return {"kind": "bytes", "eos": self.eos}
+
+
+EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "[SEP]")
+MAX_TOKENIZER_BYTES = 256 << 20
+
+
+class FileTokenizer(ByteTokenizer):
+    """A tokenizer.json through the `tokenizers` library. A document is encoded whole, unless it
+    is longer than PIECE_BYTES: then in pieces cut at line ends (BPE pre-tokenizers split there
+    anyway), or at a UTF-8 character boundary for a line longer than 4 pieces."""
+
+    def __init__(self, path: str, eos_token: str | None) -> None:
+        from cordee.fileio import read_bounded
+
+        super().__init__()
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise InputError(
+                "--tokenizer needs the tokenizers package (pip install 'cordee[tokenizers]')"
+            ) from None
+        raw = read_bounded(path, MAX_TOKENIZER_BYTES)
+        try:
+            self.tokenizer = Tokenizer.from_str(raw.decode("utf-8"))
+        except Exception as e:  # the library raises its own exception types
+            raise InputError(
+                f"{shown(path)}: not a tokenizers tokenizer.json ({str(e).splitlines()[0][:100]})"
+            ) from None
+        self.path, self.sha256 = os.path.abspath(path), hashlib.sha256(raw).hexdigest()
+        self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+        names = (eos_token,) if eos_token is not None else EOS_CANDIDATES
+        found = [
+            (n, self.tokenizer.token_to_id(n)) for n in names if self.tokenizer.token_to_id(n) is not None
+        ]
+        if not found:
+            raise InputError(
+                f"{shown(path)}: no end-of-document token {shown(eos_token) if eos_token else EOS_CANDIDATES}"
+                " in its vocabulary (name one with --eos-token)"
+            )
+        self.eos_token, self.eos = found[0]
+        self.carry = b""  # the unfinished end of a long document
+
+    def _encode(self, pieces: list[tuple[bytes, bool]], final: bool):
+        import numpy as np
+
+        texts, current = [], self.carry
+        for data, end in pieces:
+            current += data
+            if end:
+                texts.append((current, True))
+                current = b""
+        cut = len(current) if final else current.rfind(b"\n") + 1
+        if not cut and len(current) > 4 * PIECE_BYTES:
+            cut = len(current)
+            for back in range(1, min(4, len(current)) + 1):  # a UTF-8 character has at most 4 bytes
+                if current[-back] >= 0xC0:  # its first byte: the character may be incomplete
+                    cut = len(current) - back
+                    break
+                if current[-back] < 0x80:
+                    break
+        if cut:
+            texts.append((current[:cut], False))
+        self.carry = current[cut:]
+        encoded = self.tokenizer.encode_batch(
+            [data.decode("utf-8", "replace") for data, _ in texts], add_special_tokens=False
+        )
+        ids = [
+            np.asarray(e.ids + ([self.eos] if end else []), dtype=np.uint32)
+            for e, (_, end) in zip(encoded, texts, strict=True)
+        ]
+        return np.concatenate(ids) if ids else np.zeros(0, dtype=np.uint32)
+
+    def describe(self) -> dict:
+        return {
+            "kind": "tokenizers",
+            "path": self.path,
+            "sha256": self.sha256,
+            "eos": self.eos,
+            "eos_token": self.eos_token,
+        }
+
+
+def open_tokenizer(path: str | None, eos_token: str | None) -> ByteTokenizer:
+    if path is None:
+        if eos_token is not None:
+            raise InputError("--eos-token needs --tokenizer (the byte tokenizer's EOS is 256)")
+        return ByteTokenizer()
+    return FileTokenizer(path, eos_token)
+
+
+class ShardWriter:
+    """Tokens streamed into shard-NNNNN.tok files of at most `limit` tokens each (in the temporary
+    output directory); a shard's header is filled in when it is complete."""
+
+    def __init__(self, directory: str, dtype: str, limit: int) -> None:
+        import numpy as np
+
+        self.directory, self.dtype, self.limit = directory, np.dtype(dtype).newbyteorder("<"), limit
+        self.eos: int | None = None
+        self.shards: list[dict] = []
+        self.file = None
+
+    def write(self, tokens) -> None:
+        while len(tokens):
+            if self.file is None:
+                self._start()
+            take = tokens[: self.limit - self.count]
+            self.file.write(take.astype(self.dtype).tobytes())
+            self.count += len(take)
+            self.max_token = max(self.max_token, int(take.max()))
+            self.documents += int((take == self.eos).sum()) if self.eos is not None else 0
+            tokens = tokens[len(take) :]
+            if self.count == self.limit:
+                self._finish()
+
+    def close(self) -> list[dict]:
+        if self.file is not None:
+            self._finish()
+        return self.shards
+
+    def _start(self) -> None:
+        self.name = f"shard-{len(self.shards):05d}{SHARD_SUFFIX}"
+        self.file = open(os.path.join(self.directory, self.name), "wb")  # noqa: SIM115 (closed in _finish)
+        self.file.write(bytes(HEADER_SIZE))
+        self.count = self.max_token = self.documents = 0
+
+    def _finish(self) -> None:
+        self.file.seek(0)
+        self.file.write(pack_header(self.dtype.name, self.count, self.documents, self.max_token))
+        self.file.close()
+        self.file = None
+        self.shards.append({"name": self.name, "tokens": self.count, "documents": self.documents})
+
+
+def _check_output(output: str, overwrite: bool) -> bool:
+    """Whether `output` exists and is to be replaced. Only an empty directory, or with
+    `overwrite` a former output (it has a cordee index.json), may be replaced."""
+    if not os.path.lexists(output):
+        return False
+    if not os.path.isdir(output) or os.path.islink(output):
+        raise InputError(f"output {shown(output)} exists and is not a directory")
+    entries = os.listdir(output)
+    if not entries:
+        return True
+    if not overwrite:
+        raise InputError(f"output {shown(output)} is not empty (--overwrite replaces an earlier output)")
+    try:  # read_bounded: an index.json that is a FIFO must not block
+        is_ours = json.loads(read_bounded(os.path.join(output, INDEX_NAME))).get("schema") == INDEX_SCHEMA
+    except (InputError, ValueError, AttributeError):
+        is_ours = False
+    if not is_ours:
+        raise InputError(f"output {shown(output)} holds no {INDEX_SCHEMA} {INDEX_NAME}; not replacing it")
+    return True
+
+
+def prepare(
+    inputs: list[str],
+    output: str,
+    *,
+    fmt: str = "auto",
+    key: str = "text",
+    tokenizer: str | None = None,
+    eos_token: str | None = None,
+    shard_tokens: int = DEFAULT_SHARD_TOKENS,
+    overwrite: bool = False,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> dict:
+    """Tokenize `inputs` into shards in `output`; returns the index written there. `progress`
+    (bytes read, bytes in all, tokens so far) is called after every piece read, and once at the end."""
+    if fmt not in FORMATS:
+        raise InputError(f"format {shown(fmt)}: one of {', '.join(FORMATS)}")
+    if shard_tokens < 1:
+        raise InputError(f"shard tokens {shard_tokens}: must be >= 1")
+    if not inputs:
+        raise InputError("no input files")
+    sources = [Source(path, fmt, key) for path in inputs]  # every input checked before any work
+    tok = open_tokenizer(tokenizer, eos_token)
+    if not output or "\0" in output:
+        raise InputError(f"output {shown(output)}: not a directory name")
+    output = os.path.abspath(output)
+    work = None
+    try:
+        replace = _check_output(output, overwrite)
+        os.makedirs(os.path.dirname(output), exist_ok=True)
+        work = tempfile.mkdtemp(
+            prefix=f".{os.path.basename(output)}.", suffix=".tmp", dir=os.path.dirname(output)
+        )
+        index = _write(sources, tok, ShardWriter(work, dtype_for(tok.vocab_size), shard_tokens), progress)
+        _move_into_place(work, output, replace)
+    except OSError as e:  # the output's file system: no room, no permission, read-only
+        where = shown(e.filename) if e.filename else shown(output)
+        raise CordeeError(f"output {shown(output)}: {where}: {e.strerror or e}") from None
+    finally:
+        if work and os.path.exists(work):
+            shutil.rmtree(work, ignore_errors=True)
+    return index
+
+
+def _write(sources: list[Source], tok: ByteTokenizer, writer: ShardWriter, progress) -> dict:
+    """Every source through the tokenizer into shards; index.json last. Returns the index."""
+    report = progress or (lambda done, total, tokens: None)
+    total, tokens, done = sum(s.size for s in sources), 0, 0
+    writer.eos = tok.eos
+    try:
+        for source in sources:
+            for data, end in source.pieces():
+                for array in tok.feed(data, end):
+                    writer.write(array)
+                    tokens += len(array)
+                report(done + source.done, total, tokens)
+            done += source.done
+        for array in tok.flush():
+            writer.write(array)
+            tokens += len(array)
+        shards = writer.close()
+    finally:
+        if writer.file is not None:
+            writer.file.close()
+    report(done, total, tokens)
+    index = {
+        "schema": INDEX_SCHEMA,
+        "tokenizer": tok.describe(),
+        "vocab_size": tok.vocab_size,
+        "dtype": writer.dtype.name,
+        "tokens": tokens,
+        "documents": sum(s.documents for s in sources),
+        "shard_tokens": writer.limit,
+        "shards": shards,
+        "sources": [s.record() for s in sources],
+    }
+    with open(os.path.join(writer.directory, INDEX_NAME), "w", encoding="utf-8") as f:
+        json.dump(index, f, indent=1)
+        f.write("\n")
+    os.chmod(writer.directory, 0o755)  # mkdtemp made it 0700
+    return index
+
+
+def _move_into_place(work: str, output: str, replace: bool) -> None:
+    """rename(2) onto `output`; a non-empty one is first renamed aside, then removed."""
+    old = None
+    if replace and os.listdir(output):
+        old = tempfile.mkdtemp(
+            prefix=f".{os.path.basename(output)}.", suffix=".old", dir=os.path.dirname(output)
+        )
+        os.replace(output, old)  # onto the empty directory mkdtemp made
+    os.replace(work, output)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
