@@ -11,15 +11,13 @@ import pytest
 from cordee.errors import InputError
 from cordee.preflight import systems
 from cordee.preflight.results import Result
+from cordee.preflight.baseline import baseline, load_results, profile_toml
 from cordee.preflight.systems import (
     METRICS,
     Threshold,
-    baseline,
     list_systems,
-    load_results,
     load_system,
     load_system_file,
-    profile_toml,
     suggest_system,
 )
 
