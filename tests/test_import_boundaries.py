@@ -27,6 +27,11 @@ FORBIDDEN = {
     "containers": ("cli", "images", "edf"),
     "edf": ("cli", "images"),
     "images": ("cli",),
+    # the engines are shared by preflight and `cordee bench`: they know nothing of either
+    "bench": ("cli", "images", "edf", "containers", "preflight", "train"),
+    # (preflight/citemplate checks --environment with the image-name grammar of images/spec)
+    "preflight": ("cli", "edf", "containers", "train"),
+    "train": ("cli", "images", "edf", "containers", "preflight", "interconnect"),
 }
 LAUNCH_PATH_ROOTS = ("cordee.cli", "cordee.cli.launch", "cordee.cli.env", "cordee.cli.env_check")
 

@@ -1,4 +1,4 @@
-"""`cordee launch [--profile P] [--nproc-per-node N] -- CMD ...`
+"""`cordee launch [--profile P] [--preflight none|quick] [--nproc-per-node N] -- CMD ...`
 
 Detects the launch, sets the torch variables, the binding and the fabric profile (each logged),
 then execs CMD so that Slurm's signals reach the program directly. With --nproc-per-node N > 1
@@ -96,6 +96,7 @@ class Options(NamedTuple):
     verbose: bool
     quiet: bool
     dry_run: bool
+    preflight: str
 
 
 @click.command(
@@ -135,6 +136,13 @@ class Options(NamedTuple):
     "--dry-run",
     is_flag=True,
     help="Print what each rank would get (JSON, schema cordee.launch/1) and start nothing.",
+)
+@click.option(
+    "--preflight",
+    type=click.Choice(["none", "quick"]),
+    default="none",
+    help="quick: check this node (environment, GPUs through NVML; seconds, no torch) before starting "
+    "CMD, and refuse to start it (exit 2) on a failure. Default none.",
 )
 @click.argument("cmd", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD ...")
 def command(**params) -> int:
@@ -181,6 +189,13 @@ def _launch(opts: Options, environ: dict[str, str], node: str) -> int:
         }
         print(json.dumps(doc, indent=2))
         return 0
+
+    if opts.preflight == "quick":
+        from cordee.preflight.gate import quick_gate
+
+        line = quick_gate(environ, base, node)  # raises on a failure: CMD never starts
+        if not opts.quiet and (opts.verbose or base.rank == 0 or "warning" in line):
+            _log(f"rank {base.rank}/{base.world_size} {node}", line)
 
     if not nproc_per_node or nproc_per_node == 1:
         bnd, plan = _prepare(environ, base, profile, bind, gpus)

@@ -16,6 +16,7 @@ from cordee.fileio import ReadError, read_bounded
 from cordee.preflight.systems import (
     _NAME_RE,
     FILE_KEY,
+    MAX_GPUS,
     MEASURED,
     METRICS,
     RESULTS_MAX_BYTES,
@@ -36,29 +37,38 @@ def load_results(paths: Iterable[str | os.PathLike]) -> list[dict]:
     docs = []
     for path in paths:
         path = os.fspath(path)
+        name = shown(path)
         try:
             doc = json.loads(read_bounded(path, RESULTS_MAX_BYTES).decode("utf-8"))
         except ReadError as e:
-            raise InputError(f"{path}: results file {e.reason}") from None
+            raise InputError(f"{name}: results file {e.reason}") from None
         except UnicodeDecodeError as e:
-            raise InputError(f"{path}: not UTF-8 text (byte {e.start})") from None
+            raise InputError(f"{name}: not UTF-8 text (byte {e.start})") from None
         except json.JSONDecodeError as e:
-            raise InputError(f"{path}: not JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
+            raise InputError(f"{name}: not JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
+        except ValueError as e:  # int() of more than 4,300 digits
+            raise InputError(f"{name}: not JSON cordee can read: {one_line(str(e))[:100]}") from None
         except RecursionError:
-            raise InputError(f"{path}: not JSON cordee can read: nested too deeply") from None
+            raise InputError(f"{name}: not JSON cordee can read: nested too deeply") from None
         if not isinstance(doc, dict) or doc.get("schema") != RESULTS_SCHEMA:
             found = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
             raise InputError(
-                f"{path}: schema is {shown(found)}, expected {RESULTS_SCHEMA!r} (cordee preflight --json)"
+                f"{name}: schema is {shown(found)}, expected {RESULTS_SCHEMA!r} (cordee preflight --json)"
             )
         results = doc.get("results")
         if not isinstance(results, list):
-            raise InputError(f"{path}: field 'results' must be a list of results")
+            raise InputError(f"{name}: field 'results' must be a list of results")
         for i, item in enumerate(results):
             try:
-                Result.from_dict(item)
+                result = Result.from_dict(item)
             except InputError as e:
-                raise InputError(f"{path}: results[{i}]: {e}") from None
+                raise InputError(f"{name}: results[{i}]: {e}") from None
+            except OverflowError:  # an integer beyond float's range
+                raise InputError(f"{name}: results[{i}]: a number too large for a measurement") from None
+            if result.value is not None and result.value < 0 and _metric(item) in MEASURED:
+                raise InputError(
+                    f"{name}: results[{i}]: {_metric(item)} {result.value:g} is negative: not a measurement"
+                )
         docs.append({**doc, FILE_KEY: path})
     return docs
 
@@ -94,15 +104,20 @@ def baseline(
         for r in doc.get("results") or []:
             if r.get("node") and r.get("rank") is not None:
                 ranks_per_node.setdefault(r["node"], set()).add(r["rank"])
-            metric = (r.get("data") or {}).get("metric") or r.get("check")
-            value = r.get("value")
+            metric, value = _metric(r), r.get("value")
             if metric in MEASURED and r.get("status") in ("ok", "warn", "fail") and _finite(value):
                 values.setdefault(metric, []).append(float(value))
     if not values:
         raise InputError(f"baseline: no measured metric in {_names(files)} (run the standard level first)")
     counts = Counter(len(ranks) for ranks in ranks_per_node.values())
+    gpus = counts.most_common(1)[0][0] if counts else None
+    if base is None and gpus is not None and gpus > MAX_GPUS:
+        raise InputError(
+            f"baseline: {_names(files)} show {gpus} ranks on one node; a profile describes 1 to "
+            f"{MAX_GPUS} GPUs per node"
+        )
     if base is None:
-        base = load_system(system, gpus=counts.most_common(1)[0][0] if counts else None)
+        base = load_system(system, gpus=gpus)
     thresholds = dict(base.thresholds)
     for metric, found in sorted(values.items()):
         median = statistics.median(found)
@@ -149,6 +164,12 @@ def profile_toml(profile: SystemProfile, header: Iterable[str] = ()) -> str:
 # --- small helpers -----------------------------------------------------------------------------
 
 
+def _metric(result: dict) -> str | None:
+    """The metric a result measures: its data's "metric", else its check's name."""
+    metric = (result.get("data") or {}).get("metric") or result.get("check")
+    return metric if isinstance(metric, str) else None
+
+
 def _round(value: float) -> float:
     return float(f"{value:.4g}")
 
@@ -160,10 +181,7 @@ def _names(files: list[str]) -> str:
 
 def _unit(docs: list[dict], metric: str) -> str:
     units = Counter(
-        r.get("unit")
-        for d in docs
-        for r in d.get("results") or []
-        if ((r.get("data") or {}).get("metric") or r.get("check")) == metric and r.get("unit")
+        r.get("unit") for d in docs for r in d.get("results") or [] if _metric(r) == metric and r.get("unit")
     )
     return units.most_common(1)[0][0] if units else "GB/s"
 

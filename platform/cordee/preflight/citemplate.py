@@ -119,6 +119,8 @@ def render_ci(
     if account is not None:
         _match(_SLURM_NAME, account, "--account", "a Slurm name: letters, digits, '_', '.', '-'")
     _match(_SLURM_TIME, time, "--time", "a Slurm time limit: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS")
+    if not time.strip("0:-"):  # srun(1): a time limit of zero imposes no limit at all
+        raise InputError(f"--time {shown(time)}: zero means no time limit to Slurm; give one, e.g. 00:10:00")
     ci_allowed = "letters, digits, '_', '.', ':', '-' (at most 64)"
     _match(_CI_NAME, stage, "--stage", ci_allowed)
     _match(_CI_NAME, job, "--job", ci_allowed)

@@ -44,7 +44,8 @@ METRICS: dict[str, str] = {
 }
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_INTS = {"gpus_per_node": (1, 64), "nics_per_node": (0, 64), "nvlink_links": (0, 64)}
+MAX_GPUS = 64  # GPUs per node a profile may describe
+_INTS = {"gpus_per_node": (1, MAX_GPUS), "nics_per_node": (0, 64), "nvlink_links": (0, 64)}
 _INTS |= {"large_message_bytes": (1, 1 << 40)}
 _TYPES = {"description": str, "backend": str, "libfabric_provider": str, "net_plugin": bool, "nvls": bool}
 _TYPES |= dict.fromkeys(_INTS, int) | {"sweep": list, "thresholds": dict, "gpus": dict}
@@ -119,15 +120,23 @@ def load_system_file(path: str | os.PathLike, gpus: int | None = None) -> System
     """A profile from any file (named after its stem). InputError naming the file and the field on
     anything malformed: every variant is checked, not only the one chosen."""
     path = os.fspath(path)
-    if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, int) or not 0 <= gpus <= 64):
-        raise InputError(f"GPUs per node must be a whole number from 0 to 64, got {shown(gpus)}")
+    if gpus is not None and (
+        isinstance(gpus, bool) or not isinstance(gpus, int) or not 0 <= gpus <= MAX_GPUS
+    ):
+        raise InputError(f"GPUs per node must be a whole number from 0 to {MAX_GPUS}, got {shown(gpus)}")
     raw = _read_toml(path)
     base = _settings(path, raw, "", tuple(_TYPES))
     variants = {}
     for key, table in base.pop("gpus", {}).items():
-        count = int(key) if key.isascii() and key.isdigit() and 1 <= int(key) <= 64 else None
+        count = (
+            int(key)
+            if key.isascii() and key.isdigit() and len(key) <= 3 and 1 <= int(key) <= MAX_GPUS
+            else None
+        )
         if count is None or not isinstance(table, dict):
-            raise InputError(f"{path}: field 'gpus.{key}' must be a table named by a GPU count from 1 to 64")
+            raise InputError(
+                f"{path}: field 'gpus.{key}' must be a table named by a GPU count from 1 to {MAX_GPUS}"
+            )
         variants[count] = _settings(path, table, f"gpus.{key}.", _VARIANT_KEYS)
     if variants and base.get("gpus_per_node") is None:
         raise InputError(f"{path}: [gpus.N] variants need 'gpus_per_node' (the default count)")
