@@ -1,13 +1,18 @@
-"""`make demo`: distributed PyTorch across a real two-node Slurm cluster on this machine, then
-the same step inside the cpu-ci container image.
+"""`make demo`: the whole flow on a real four-node Slurm cluster on this machine, then inside the
+cpu-ci container image.
 
-Starts the test cluster (munged, slurmctld, two slurmd "nodes" in their own network namespaces),
-runs `srun -N2 --ntasks-per-node=2 cordee launch -- python -c <gloo all_reduce>`, prints what
-each rank saw as a table, and stops the cluster. Then builds the cpu-ci image (`cordee image build
-cpu-ci`: debootstrap base, podman, squashfs, EDF in $EDF_PATH; cached after the first time) and
-runs `cordee edf run cpu-ci -- cordee launch --nproc-per-node 2 -- python -c <gloo all_reduce>`.
-Exit status 0 only if every rank of both steps got the right sum; 2 if the cluster could not
-start, the image could not be built or a step failed.
+1. Starts the test cluster (munged, slurmctld, four slurmd "nodes" in their own network
+   namespaces) and runs `srun -N2 --ntasks-per-node=2 cordee launch -- python -c <gloo all_reduce>`,
+   printing what each rank saw as a table.
+2. The standard preflight across all four nodes (tests/demo_preflight.py): healthy, then with one
+   node's link slowed by traffic control; prints the table and the bad-node hostlist.
+3. A chained training run through sbatch (tests/demo_train.py): `cordee job render` script, stopped
+   by its time limit, resumed by its successor; prints the jobs and the metrics.
+4. Stops the cluster, builds the cpu-ci image (`cordee image build cpu-ci`: debootstrap base,
+   podman, squashfs, EDF in $EDF_PATH; cached after the first time) and runs
+   `cordee edf run cpu-ci -- cordee launch --nproc-per-node 2 -- python -c <gloo all_reduce>`.
+Exit status 0 only if every step did what it should; 2 if the cluster could not start, the image
+could not be built or a step failed; 1 if a step gave a wrong answer.
 """
 
 from __future__ import annotations
@@ -21,9 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from demo_preflight import preflight_step  # noqa: E402
+from demo_train import train_step  # noqa: E402
 from slurmtest import ClusterError, SlurmCluster, unavailable_reason  # noqa: E402
 
-NODES, TASKS_PER_NODE = 2, 2
+CLUSTER_NODES = 4  # the preflight pairs nodes to isolate a bad one
+NODES, TASKS_PER_NODE = 2, 2  # the all_reduce step
 
 ALL_REDUCE = """
 import datetime, json, os, socket
@@ -153,9 +161,11 @@ def main() -> int:
     if reason:
         print(f"demo: cannot start the Slurm test cluster: {reason}", file=sys.stderr)
         return 2
-    print(f"== starting a Slurm test cluster: munged, slurmctld, {NODES} slurmd in network namespaces")
+    print(
+        f"== starting a Slurm test cluster: munged, slurmctld, {CLUSTER_NODES} slurmd in network namespaces"
+    )
     try:
-        with SlurmCluster(nodes=NODES, verbose=True) as cluster:
+        with SlurmCluster(nodes=CLUSTER_NODES, verbose=True) as cluster:
             print(cluster.run(["sinfo", "-N", "-o", "%N %T %c %P"]).stdout.rstrip())
             args = [
                 f"-N{NODES}",
@@ -184,6 +194,10 @@ def main() -> int:
                 return 2
             problems = check(rows)
             print(f"\n{len(rows)} ranks on {NODES} nodes, step took {elapsed:.1f}s")
+            if not problems:
+                problems += preflight_step(cluster)
+            if not problems:
+                problems += train_step(cluster)
             print("== stopping the cluster")
         print("== cluster stopped")
     except subprocess.TimeoutExpired as e:
@@ -198,10 +212,13 @@ def main() -> int:
         return 1
     world = NODES * TASKS_PER_NODE
     total = world * (world + 1) // 2
-    print(f"demo: Slurm step OK: each rank contributed rank+1 and all {world} got the sum {total}")
+    print(f"demo: Slurm steps OK: all {world} ranks got the sum {total}; the preflight passed healthy and")
+    print(
+        "demo: named exactly the slowed node; the chained training was stopped by its time limit and resumed"
+    )
     rc = container_step()
     if rc == 0:
-        print("demo: OK: the all_reduce gave the right sum on the Slurm cluster and inside the cpu-ci image")
+        print("demo: OK: launch, preflight and chained training on the Slurm cluster; all_reduce in cpu-ci")
     return rc
 
 
