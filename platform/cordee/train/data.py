@@ -21,7 +21,7 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cordee.errors import InputError, shown
+from cordee.errors import InputError, one_line, shown
 
 if TYPE_CHECKING:
     import numpy as np
@@ -276,8 +276,12 @@ def check_index(directory: str, headers: list[ShardHeader], vocab_size: int) -> 
         index = json.loads(read_bounded(path))
         listed = {s["name"]: s["tokens"] for s in index["shards"]}
         data_vocab = index["vocab_size"]
+    except RecursionError:  # json nests by recursion: a file of "[[[[..." exhausts the stack
+        raise InputError(f"{name}: not a {INDEX_SCHEMA} index (nested too deeply)") from None
     except (ValueError, KeyError, TypeError) as e:
-        raise InputError(f"{name}: not a {INDEX_SCHEMA} index ({type(e).__name__}: {e})") from None
+        raise InputError(
+            f"{name}: not a {INDEX_SCHEMA} index ({type(e).__name__}: {one_line(str(e))})"
+        ) from None
     if index.get("schema") != INDEX_SCHEMA:
         raise InputError(f"{name}: schema {shown(str(index.get('schema')))}, expected {INDEX_SCHEMA!r}")
     found = {os.path.basename(h.path): h.tokens for h in headers}
@@ -288,7 +292,11 @@ def check_index(directory: str, headers: list[ShardHeader], vocab_size: int) -> 
             f"{name} does not match the shards beside it (missing: {missing[:3]}, not listed: "
             f"{extra[:3]}, other token counts: {differ[:3]})"
         )
-    if not isinstance(data_vocab, int) or data_vocab > vocab_size:
+    if isinstance(data_vocab, bool) or not isinstance(data_vocab, int) or data_vocab < 1:
+        raise InputError(
+            f"{name}: vocab_size {shown(str(data_vocab))} is not a vocabulary size (a whole number >= 1)"
+        )
+    if data_vocab > vocab_size:
         raise InputError(
             f"{name}: the tokenizer's vocabulary ({data_vocab}) is larger than model.vocab_size {vocab_size}"
         )

@@ -7,11 +7,13 @@ the end: a reader never sees half a data set, and a failure leaves nothing behin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 
@@ -27,6 +29,9 @@ from cordee.train.data import (
 )
 
 PIECE_BYTES = 1 << 20  # read size of text documents
+# Training memory-maps every shard: stay well below Linux's default vm.max_map_count (65530), and
+# below 100000, where shard-NNNNN names would stop sorting in write order.
+MAX_SHARDS = 1 << 15
 MAX_LINE_BYTES = 64 << 20  # one JSONL record or one line document
 FORMATS = ("auto", "text", "lines", "jsonl")
 DEFAULT_SHARD_TOKENS = 64 << 20
@@ -57,6 +62,12 @@ class Source:
 
     def pieces(self) -> Iterator[tuple[bytes, bool]]:
         """(bytes of a document, whether the document ends there)."""
+        try:
+            yield from self._pieces()
+        except OSError as e:  # a read error of the input (EIO), not of the output's file system
+            raise InputError(f"{shown(self.path)}: cannot read: {e.strerror or e}") from None
+
+    def _pieces(self) -> Iterator[tuple[bytes, bool]]:
         with _open_input(self.path) as f:
             if self.format == "text":
                 while chunk := f.read(PIECE_BYTES):
@@ -82,10 +93,12 @@ class Source:
         if not line.strip():
             return b""
         where = f"{shown(self.path)}:{number}"
-        try:
-            record = json.loads(line)
+        try:  # decoded here: json.loads(bytes) would also guess UTF-16 and UTF-32
+            record = json.loads(line.decode("utf-8"))
         except ValueError as e:  # also UnicodeDecodeError
             raise InputError(f"{where}: not JSON ({str(e).splitlines()[0][:80]})") from None
+        except RecursionError:  # json nests by recursion: "[[[[..." exhausts the stack
+            raise InputError(f"{where}: not JSON cordee can read (nested too deeply)") from None
         if not isinstance(record, dict) or self.key not in record:
             raise InputError(f"{where}: no key {self.key!r}")
         if not isinstance(record[self.key], str):
@@ -164,13 +177,18 @@ class FileTokenizer(ByteTokenizer):
             ) from None
         raw = read_bounded(path, MAX_TOKENIZER_BYTES)
         try:
-            self.tokenizer = Tokenizer.from_str(raw.decode("utf-8"))
-        except Exception as e:  # the library raises its own exception types
-            raise InputError(
-                f"{shown(path)}: not a tokenizers tokenizer.json ({str(e).splitlines()[0][:100]})"
-            ) from None
+            with _no_panic_message():
+                self.tokenizer = Tokenizer.from_str(raw.decode("utf-8"))
+            ids = self.tokenizer.get_vocab(with_added_tokens=True).values()
+        except BaseException as e:
+            if not _library_error(e):
+                raise
+            raise InputError(f"{shown(path)}: not a tokenizers tokenizer.json ({_first_line(e)})") from None
+        if not ids:
+            raise InputError(f"{shown(path)}: the tokenizer's vocabulary is empty")
         self.path, self.sha256 = os.path.abspath(path), hashlib.sha256(raw).hexdigest()
-        self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+        # ids need not be dense: the shards' dtype and the model's rows must hold the largest one
+        self.vocab_size = max(ids) + 1
         names = (eos_token,) if eos_token is not None else EOS_CANDIDATES
         found = [
             (n, self.tokenizer.token_to_id(n)) for n in names if self.tokenizer.token_to_id(n) is not None
@@ -204,9 +222,15 @@ class FileTokenizer(ByteTokenizer):
         if cut:
             texts.append((current[:cut], False))
         self.carry = current[cut:]
-        encoded = self.tokenizer.encode_batch(
-            [data.decode("utf-8", "replace") for data, _ in texts], add_special_tokens=False
-        )
+        try:
+            with _no_panic_message():
+                encoded = self.tokenizer.encode_batch(
+                    [data.decode("utf-8", "replace") for data, _ in texts], add_special_tokens=False
+                )
+        except BaseException as e:  # e.g. a WordLevel model whose unk_token is not in its vocabulary
+            if not _library_error(e):
+                raise
+            raise InputError(f"{shown(self.path)}: the tokenizer failed: {_first_line(e)}") from None
         ids = [
             np.asarray(e.ids + ([self.eos] if end else []), dtype=np.uint32)
             for e, (_, end) in zip(encoded, texts, strict=True)
@@ -221,6 +245,33 @@ class FileTokenizer(ByteTokenizer):
             "eos": self.eos,
             "eos_token": self.eos_token,
         }
+
+
+def _library_error(e: BaseException) -> bool:
+    """An error of the tokenizers library: its own Exception types, or a Rust panic on a malformed
+    file (pyo3's PanicException derives from BaseException, so `except Exception` misses it)."""
+    return isinstance(e, Exception) or type(e).__name__ == "PanicException"
+
+
+@contextlib.contextmanager
+def _no_panic_message() -> Iterator[None]:
+    """File descriptor 2 on /dev/null: a Rust panic prints its own lines there before it reaches
+    Python as an exception, which then becomes cordee's one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    return lines[0][:100] if lines else type(e).__name__
 
 
 def open_tokenizer(path: str | None, eos_token: str | None) -> ByteTokenizer:
@@ -262,6 +313,8 @@ class ShardWriter:
         return self.shards
 
     def _start(self) -> None:
+        if len(self.shards) >= MAX_SHARDS:
+            raise InputError(too_many_shards(self.limit))
         self.name = f"shard-{len(self.shards):05d}{SHARD_SUFFIX}"
         self.file = open(os.path.join(self.directory, self.name), "wb")  # noqa: SIM115 (closed in _finish)
         self.file.write(bytes(HEADER_SIZE))
@@ -273,6 +326,13 @@ class ShardWriter:
         self.file.close()
         self.file = None
         self.shards.append({"name": self.name, "tokens": self.count, "documents": self.documents})
+
+
+def too_many_shards(shard_tokens: int) -> str:
+    return (
+        f"--shard-tokens {shard_tokens}: the data needs more than {MAX_SHARDS} shards of that size; "
+        "choose a larger --shard-tokens (training maps every shard into memory)"
+    )
 
 
 def _check_output(output: str, overwrite: bool) -> bool:
@@ -289,7 +349,7 @@ def _check_output(output: str, overwrite: bool) -> bool:
         raise InputError(f"output {shown(output)} is not empty (--overwrite replaces an earlier output)")
     try:  # read_bounded: an index.json that is a FIFO must not block
         is_ours = json.loads(read_bounded(os.path.join(output, INDEX_NAME))).get("schema") == INDEX_SCHEMA
-    except (InputError, ValueError, AttributeError):
+    except (InputError, ValueError, AttributeError, RecursionError):
         is_ours = False
     if not is_ours:
         raise InputError(f"output {shown(output)} holds no {INDEX_SCHEMA} {INDEX_NAME}; not replacing it")
@@ -318,13 +378,20 @@ def prepare(
         raise InputError("no input files")
     sources = [Source(path, fmt, key) for path in inputs]  # every input checked before any work
     tok = open_tokenizer(tokenizer, eos_token)
+    if type(tok) is ByteTokenizer:  # a text file of n > 0 bytes is exactly n + 1 byte tokens
+        known = sum(s.size + 1 for s in sources if s.format == "text" and s.size)
+        if -(-known // shard_tokens) > MAX_SHARDS:
+            raise InputError(too_many_shards(shard_tokens))
     if not output or "\0" in output:
         raise InputError(f"output {shown(output)}: not a directory name")
     output = os.path.abspath(output)
     work = None
     try:
         replace = _check_output(output, overwrite)
-        os.makedirs(os.path.dirname(output), exist_ok=True)
+        try:
+            os.makedirs(os.path.dirname(output), exist_ok=True)
+        except RecursionError:  # os.makedirs recurses once per missing directory
+            raise InputError(f"output {shown(output)}: too many directories to create") from None
         work = tempfile.mkdtemp(
             prefix=f".{os.path.basename(output)}.", suffix=".tmp", dir=os.path.dirname(output)
         )
@@ -355,6 +422,11 @@ def _write(sources: list[Source], tok: ByteTokenizer, writer: ShardWriter, progr
         for array in tok.flush():
             writer.write(array)
             tokens += len(array)
+        if not tokens:  # training refuses a directory without shards: say so now, write nothing
+            names = ", ".join(shown(s.path) for s in sources[:3])
+            raise InputError(
+                f"no document in {names}{' ...' if len(sources) > 3 else ''}: nothing to prepare"
+            )
         shards = writer.close()
     finally:
         if writer.file is not None:
