@@ -1,4 +1,5 @@
-"""Hostile values as hypothesis strategies: numbers, text, paths, hostlists, launch environments.
+"""Hostile values as hypothesis strategies: numbers, text, paths, hostlists, launch environments,
+Slurm time limits, byte sizes and matrix orders.
 
 Everything here can be passed on a command line or in the environment: no NUL character and no
 lone surrogate (Popen cannot pass them), which is all that is left out.
@@ -107,3 +108,25 @@ def hostlists() -> st.SearchStrategy[str]:
         ["n[1-65536]", "a[1-1000]b[1-1000]", "a[1-1000]b[1-1001]", "n[0-18446744073709551615]"]
     )
     return st.one_of(joined, big, text()).map(_clean)
+
+
+def durations() -> st.SearchStrategy[str]:
+    """Slurm time limits ([D-]HH:MM:SS and its shorter forms; 0 means none), well and badly formed."""
+    words = ["01:00:00", "00:10:00", "10", "1-00:00:00", "0", "00:00", "00:00:59", "00:01:00", "999-99:59:59",
+             "1:2:3", "00:60:00", "-1", "UNLIMITED", "infinite"]  # fmt: skip
+    return st.sampled_from(words) | numbers() | text()
+
+
+# Byte sizes with K/M/G/T suffixes as `cordee bench` reads them; no valid one is large enough to
+# take a fuzz run past its deadline.
+SIZE_WORDS = ["1", "3", "1K", "64K", "1k", "1KB", "1KiB", "0", "-1", "1e3", "64G", "65G", "1T", "1 K", "²",
+              ",", "1,1", "1,,2", "0x10", "", "9" * 30, ",".join(["1"] * 65)]  # fmt: skip
+
+
+def byte_sizes() -> st.SearchStrategy[str]:
+    return st.sampled_from(SIZE_WORDS) | text()
+
+
+def matrix_orders() -> st.SearchStrategy[str]:
+    """GEMM orders n (n x n matrices): small ones, and ones no run may take."""
+    return st.sampled_from(["1", "16", "64", "16,1", "0", "65537", "¹", "1.5", "9" * 30, ","]) | text()

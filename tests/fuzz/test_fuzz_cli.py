@@ -7,17 +7,47 @@ every violation it saw, grouped by root cause.
 
 from __future__ import annotations
 
+import json
+import shlex
+import subprocess
+
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fuzz.contract import Violation
-from fuzz.documents import edf_args, nccl_conf, spec_args, specs
+from fuzz.documents import (
+    TRAIN_NAMES,
+    Doc,
+    edf_args,
+    nccl_conf,
+    prepare_inputs,
+    results_args,
+    spec_args,
+    specs,
+    system_profiles,
+    token_data,
+    tokenizer_files,
+    train_config_args,
+    train_overrides,
+)
 from fuzz.driver import contract, flag, fuzz, option
 from fuzz.environments import PROFILES, launch_env, net_env, profile_env
-from fuzz.hostile import NASTY_TEXT, hostlists, numbers, paths, text, timeouts, values
+from fuzz.hostile import (
+    NASTY_TEXT,
+    byte_sizes,
+    durations,
+    hostlists,
+    matrix_orders,
+    numbers,
+    paths,
+    text,
+    timeouts,
+    values,
+)
 from fuzz.journal import JOURNAL
-from fuzz.runner import DEADLINE_S, Command, run_in, sandbox
-from fuzz.sandbox import Symlink
+from fuzz.runner import DEADLINE_S, Command, run, run_in, sandbox
+from fuzz.sandbox import Fifo, Symlink
 
 
 @contract(examples=30)
@@ -235,12 +265,382 @@ def test_net_show(env, conf, as_json, provider, timeout):
     fuzz(command)
 
 
+@st.composite
+def one_broken(draw, good: dict, bad: dict) -> list[str]:
+    """Command-line words from options that are all acceptable but, three runs in four, one: a
+    run gets past the other options' checks to the code the broken one reaches. `good` and `bad`
+    map an option to strategies of its words ([] leaves it out)."""
+    chosen = {name: draw(strategy) for name, strategy in good.items()}
+    if draw(st.integers(0, 3)):
+        name = draw(st.sampled_from(sorted(bad)))
+        chosen[name] = draw(bad[name])
+    return [word for words in chosen.values() for word in words]
+
+
+def words(*choices: list[str]) -> st.SearchStrategy[list[str]]:
+    return st.sampled_from(list(choices))
+
+
+def _preflight_report(outcome):
+    """A preflight's exit 1 or 2 may be its report of warnings or failures (progress lines on
+    stderr, the table on stdout): such a run is held to the rules of a report, not of an error."""
+    if outcome.returncode in (1, 2) and "summary: " in outcome.stdout + outcome.stderr:
+        return outcome._replace(command=outcome.command._replace(error_lines=None))
+    return outcome
+
+
+PREFLIGHT_OUT = ["{CWD}/out", "{CWD}/dir.toml", "/proc/cordee.json", "{CWD}/fifo", "{CWD}/missing/x", "",
+                 "{CWD}/" + "o" * 300, "{CWD}/a\nb", "-"]  # fmt: skip
+OUTPUT_KINDS = ["json", "junit", "exclude-file", "plot"]
+CHECK_PATTERNS = ["env.profile", "env.*", "gpu.*", "*", "env.profile,x"]
+REJECTED_NPROC = [["--nproc", v] for v in ["0", "-1", "1025", "¹", "9" * 5000, "x", ""]] + [["--nproc"]]
+PREFLIGHT_GOOD = {
+    "profile": words([], ["--system", "cpu-ci"], ["--thresholds", "profile.toml"],
+                     ["--system", "alps-gh200", "--device", "cpu"]),
+    "device": words([], ["--device", "cpu"]),
+    "checks": words([], *(["--checks", p] for p in CHECK_PATTERNS)),
+    "nproc": words(["--nproc", "1"]),
+    "outputs": words([], ["--json", "-"], ["--json={CWD}/r.json"], ["--plot={CWD}/p.png"],
+                     ["--junit=r.xml", "--exclude-file=bad.txt"]),
+    "quiet": flag("-q"),
+}  # fmt: skip
+PREFLIGHT_BAD = {
+    "profile": option("--system", text() | paths()) | option("--thresholds", text() | paths())
+    | words(["--system", "cpu-ci", "--thresholds", "profile.toml"]),
+    "device": option("--device", st.just("cuda") | text()),
+    "checks": option("--checks", text()),
+    "nproc": st.sampled_from(REJECTED_NPROC),
+    "timeout": option("--timeout", timeouts()),
+    "stall": option("--stall-timeout", timeouts()),
+    "outputs": st.lists(st.builds(lambda k, o: f"--{k}={o}", st.sampled_from(OUTPUT_KINDS),
+                                  st.sampled_from(PREFLIGHT_OUT)), min_size=1, max_size=2),
+}  # fmt: skip
+
+
+def _written(args: list[str]) -> tuple[str, ...]:
+    """The files that --json=FILE and the like name."""
+    return tuple(a.split("=", 1)[1] for a in args if a.startswith(tuple(f"--{k}=" for k in OUTPUT_KINDS)))
+
+
+@contract(examples=12)
+@given(options=one_broken(PREFLIGHT_GOOD, PREFLIGHT_BAD), profile=system_profiles(), env=profile_env())
+def test_preflight(options, profile, env):
+    """The quick level on one CPU rank (--level standard would run GEMMs and collectives).
+    --json=FILE, not --json FILE: the contract reads stdout as JSON only for `--json -`."""
+    args = ("preflight", "--level", "quick", *options)
+    command = Command("preflight", args, env=env, files=profile.files, may_write=_written(options),
+                      report_verb=True, deadline=2 * DEADLINE_S)  # fmt: skip
+    JOURNAL.record(_preflight_report(run(command)))
+
+
+BASELINE_GOOD = {
+    "tolerance": words([], ["--tolerance", "0.1"], ["--tolerance", "0.5"]),
+    "name": words([], ["--name", "base"], ["--name", "my.profile"]),
+    "out": words([], ["--out", "{CWD}/out.toml"]),
+}
+BASELINE_BAD = {
+    "tolerance": option("--tolerance", st.sampled_from(["0", "0.99", "1e-9", "nan"]) | numbers() | text()),
+    "name": option("--name", text()),
+    "out": st.sampled_from(OUT_FILES).map(lambda out: ["--out", out]),
+}
+
+
+@contract(examples=12)
+@given(results=results_args(), options=one_broken(BASELINE_GOOD, BASELINE_BAD))
+def test_preflight_baseline(results, options):
+    """Also the consistency of baseline and --thresholds: a profile baseline writes is one that
+    `cordee preflight --thresholds` reads."""
+    files, results_paths = results
+    out = options[options.index("--out") + 1] if "--out" in options[:-1] else None
+    command = Command("preflight baseline", ("preflight", "baseline", *results_paths, *options), files=files,
+                      may_write=(out,) if out else ())  # fmt: skip
+    with sandbox() as box:
+        outcome = run_in(box, command)
+        JOURNAL.record(outcome)
+        if outcome.returncode != 0 or "--help" in options:
+            return
+        if out is None:
+            out = "{CWD}/stdout.toml"
+            box.cwd.joinpath("stdout.toml").write_text(outcome.stdout)
+        quick = ("--level", "quick", "--nproc", "1", "--device", "cpu", "--checks", "env.profile", "-q")
+        check = Command("preflight --thresholds (baseline)", ("preflight", "--thresholds", out, *quick),
+                        report_verb=True, deadline=2 * DEADLINE_S)  # fmt: skip
+        loaded = _preflight_report(run_in(box, check))
+        JOURNAL.record(loaded)
+        if loaded.returncode == 2 and "summary: " not in loaded.stdout + loaded.stderr:
+            detail = f"`preflight baseline` wrote a profile that --thresholds rejects: {loaded.stderr[-300:]}"
+            JOURNAL.add(
+                Violation("consistency", "preflight baseline -> --thresholds: rejected", detail), outcome
+            )
+
+
+CI_GOOD = {
+    "nodes": words([], ["--nodes", "4"]),
+    "environment": words([], ["--environment", "envs/x.toml"], ["--environment", "/a/b.toml"]),
+    "level": words([], ["--level", "quick"], ["--level", "long"]),
+    "system": words([], ["--system", "h200-sxm"], ["--system", "alps-gh200"]),
+    "slurm": words([], ["--partition", "normal", "--account", "a-01"]),
+    "time": words([], ["--time", "00:30:00"], ["--time", "1-00:00:00"]),
+    "ci": words([], ["--stage", "test", "--job", "check:nodes", "--tag", "a", "--tag", "b.c"]),
+    "out": words([], ["--out", "{CWD}/ci.yml"]),
+}
+CI_BAD = {
+    "nodes": option("--nodes", numbers()),
+    "environment": option("--environment", st.just("a..b") | text() | paths()),
+    "level": option("--level", text()),
+    "system": option("--system", text() | paths()),
+    "slurm": option("--partition", text()) | option("--account", text()),
+    "time": option("--time", durations()),
+    "ci": option("--stage", text()) | option("--job", text()) | option("--tag", text()),
+    "out": st.sampled_from(OUT_FILES).map(lambda out: ["--out", out]),
+}
+
+
+@contract(examples=10)
+@given(options=one_broken(CI_GOOD, CI_BAD))
+def test_preflight_ci_template(options):
+    """Also that what it writes is YAML whose script lines a shell can split."""
+    out = options[options.index("--out") + 1] if "--out" in options[:-1] else None
+    command = Command(
+        "preflight ci-template", ("preflight", "ci-template", *options), may_write=(out,) if out else ()
+    )
+    outcome = fuzz(command)
+    if outcome.returncode == 0 and out is None and "--help" not in options:
+        try:
+            job = next(v for v in yaml.safe_load(outcome.stdout).values() if isinstance(v, dict))
+            [shlex.split(line) for line in job["script"]]
+        except Exception as e:  # noqa: BLE001 (any failure to read it back is the finding)
+            detail = f"ci-template wrote YAML that does not read back: {type(e).__name__}: {e}"
+            JOURNAL.add(Violation("consistency", "ci-template -> yaml: unreadable", detail), outcome)
+
+
+# Every benchmark runs once (--iters 1 --warmup 0) on a small size, each op's sweep bounded by
+# --timeout 8, unless the broken option says otherwise: torch's import alone takes seconds.
+BENCH_GOOD = {
+    "device": words([], ["--device", "cpu"]),
+    "timeout": words([], ["--timeout", "30"]),
+    "json": flag("--json"),
+}
+BENCH_BAD = {
+    "iters": option("--iters", st.sampled_from(["0", "100001"]) | numbers()),
+    "warmup": option("--warmup", st.sampled_from(["-1", "10001"]) | numbers()),
+    "timeout": option("--timeout", timeouts()),
+    "device": option("--device", st.sampled_from(["cuda", "cuda:1", "cuda:x"]) | text()),
+}
+
+
+def _bench(sub: str, options: list[str], env: dict | None = None) -> None:
+    args = ("bench", sub, "--iters", "1", "--warmup", "0", "--timeout", "8", *options)
+    fuzz(Command(f"bench {sub}", args, env=env or {}, deadline=3 * DEADLINE_S))
+
+
+@contract(examples=5)
+@given(
+    options=one_broken(
+        {**BENCH_GOOD, "sizes": words(["--sizes", "16"], ["--sizes", "1,64"]),
+         "dtype": words([], ["--dtype", "fp32"])},
+        {**BENCH_BAD, "sizes": matrix_orders().map(lambda s: ["--sizes", s]),
+         "dtype": option("--dtype", text())},
+    )
+)  # fmt: skip
+def test_bench_gemm(options):
+    _bench("gemm", options)
+
+
+@contract(examples=5)
+@given(
+    options=one_broken(
+        {**BENCH_GOOD, "sizes": words(["--sizes", "1K"], ["--sizes", "3,64K"])},
+        {**BENCH_BAD, "sizes": byte_sizes().map(lambda s: ["--sizes", s])},
+    )
+)  # fmt: skip
+def test_bench_hbm(options):
+    _bench("hbm", options)
+
+
+COLLECTIVES_GOOD = {
+    **BENCH_GOOD,
+    "sizes": words(
+        ["--sizes", "1K"], ["--sizes", "3,64K"], ["--min-bytes", "1K", "--max-bytes", "4K", "--factor", "2"]
+    ),
+    "ops": words(["--ops", "all_reduce"], ["--ops", "all_gather,reduce_scatter,alltoall"]),
+    "more": words([], ["--no-check"], ["--dtype", "fp16"]),
+}
+COLLECTIVES_BAD = {
+    **BENCH_BAD,
+    "sizes": byte_sizes().map(lambda s: ["--sizes", s]) | words(["--sizes", "1K", "--min-bytes", "1K"],
+        ["--min-bytes", "4K", "--max-bytes", "1K"], ["--factor", "1"], ["--max-bytes", "65G"]),
+    "ops": option("--ops", st.sampled_from(["sendrecv", "all_reduce,,", ""]) | text()),
+    "more": option("--dtype", st.just("int8") | text()),
+    "env": st.just(["FAULT"]),  # the test-only fault switch, broken in the environment: see below
+}  # fmt: skip
+
+
+@contract(examples=6)
+@given(options=one_broken(COLLECTIVES_GOOD, COLLECTIVES_BAD), fault=text() | st.just("wrong-data:0"))
+def test_bench_collectives(options, fault):
+    """One rank: a group of one forms without a peer."""
+    env = {"CORDEE_PREFLIGHT_FAULT": fault} if "FAULT" in options else {}
+    _bench("collectives", [o for o in options if o != "FAULT"], env)
+
+
+@contract(examples=15)
+@given(
+    broken=st.sampled_from(["config", "overrides", "data", "env", None]),
+    config=train_config_args(),
+    overrides=train_overrides(),
+    data=token_data(),
+    env=launch_env(most=2),
+    good_config=st.sampled_from(TRAIN_NAMES),
+    good_overrides=words([], ["steps=3", "data.seed=7"], ["model.n_layers=1", "checkpoint.dir={CWD}/ck"]),
+)
+def test_train_dry_run(broken, config, overrides, data, env, good_config, good_overrides):
+    """One thing broken at a time: the config, the overrides, the data (shards with broken
+    headers, index.json), the launch environment."""
+    config = config if broken == "config" else Doc({}, good_config)
+    args = [
+        "train",
+        "--dry-run",
+        "--config",
+        config.arg,
+        *(overrides if broken == "overrides" else good_overrides),
+    ]
+    args += [f"data.path={data.arg}"] if broken == "data" else []
+    files = {**config.files, **(data.files if broken == "data" else {})}
+    fuzz(Command("train --dry-run", tuple(args), env=env if broken == "env" else {}, files=files))
+
+
+PREPARE_OUT = ["{CWD}/out", "a/b/c", "{CWD}/dir.toml", "{CWD}/fifo", "/proc/x", "", ".", "{CWD}/" + "o" * 300,
+               "{CWD}/a\nb", "/dev/null/x", "{CWD}/" + "d/" * 2100 + "x"]  # fmt: skip
+EARLIER_OUT = [{"cwd/out/index.json": '{"schema": "cordee.data/1"}', "cwd/out/old.tok": "x"},
+               {"cwd/out/keep": "x"}, {"cwd/out/index.json": Fifo()},
+               {"cwd/out": Symlink("{SENTINEL}")}]  # fmt: skip
+GOOD_INPUT = ({"cwd/in.jsonl": '{"text": "one"}\n\n{"text": "two é"}\n', "cwd/in.txt": "three\n"},
+              ["{CWD}/in.jsonl", "in.txt"])  # fmt: skip
+PREPARE_GOOD = {
+    "format": words([], ["--format", "auto"], ["--format", "lines"]),
+    "shards": words([], ["--shard-tokens", "4"]),
+    "flags": st.lists(st.sampled_from(["--overwrite", "--quiet", "--json"]), max_size=3, unique=True),
+}
+PREPARE_BAD = {
+    "format": option("--format", text()) | words(["--format", "jsonl"]),
+    "key": option("--key", st.just("other") | text()),
+    "shards": option("--shard-tokens", numbers()),
+    "eos": option("--eos-token", st.just("</s>") | text()),
+    "inputs": st.just(["INPUTS"]),  # replaced by hostile inputs in the test
+    "out": st.just(["OUT"]),
+    "earlier": st.just(["EARLIER"]),
+    "tokenizer": st.just(["TOKENIZER"]),
+}
+
+
+@contract(examples=12)
+@given(
+    options=one_broken(PREPARE_GOOD, PREPARE_BAD),
+    inputs=prepare_inputs(),
+    out=st.sampled_from(PREPARE_OUT),
+    earlier=st.sampled_from(EARLIER_OUT),
+    tokenizer=tokenizer_files(),
+)
+def test_data_prepare(options, inputs, out, earlier, tokenizer):
+    """Also the consistency of prepare and train: what prepare writes, `cordee train --dry-run`
+    reads (the tiny config, its vocabulary as large as the data's)."""
+    files, args = inputs if "INPUTS" in options else GOOD_INPUT
+    out = out if "OUT" in options else "out"
+    files = {**files, **(earlier if "EARLIER" in options else {})}
+    if "TOKENIZER" in options:
+        files, options = {**files, **tokenizer.files}, [*options, "--tokenizer", tokenizer.arg]
+    options = [o for o in options if o not in ("INPUTS", "OUT", "EARLIER", "TOKENIZER")]
+    command = Command(
+        "data prepare", ("data", "prepare", *args, "-o", out, *options), files=files, may_write=(out,)
+    )
+    with sandbox() as box:
+        outcome = run_in(box, command)
+        JOURNAL.record(outcome)
+        index = box.cwd.joinpath(box.expand(out or "."), "index.json")
+        if outcome.returncode != 0 or not index.is_file():  # --help writes nothing
+            return
+        vocab = max(2, json.loads(index.read_text())["vocab_size"])
+        args = (
+            "train",
+            "--config",
+            "tiny",
+            "--dry-run",
+            f"data.path={box.expand(out)}",
+            f"model.vocab_size={vocab}",
+        )
+        read = run_in(box, Command("train --dry-run (prepared)", args))
+        JOURNAL.record(read)
+        if read.returncode != 0:
+            detail = f"`data prepare` wrote data that `train --dry-run` rejects: {read.stderr[-300:]}"
+            JOURNAL.add(Violation("consistency", "data prepare -> train: data rejected", detail), outcome)
+
+
+JOB_GOOD = {
+    "name": words(["--name", "run"], ["--name", "a.b-c_1"]),
+    "nodes": words(["--nodes", "2"]),
+    "tasks": words(["--ntasks-per-node", "4"]),
+    "time": words(["--time", "01:00:00"], ["--time", "1-00:00:00"]),
+    "step": words(["--config", "tiny"], ["--config", "./my config.toml", "--set", "model.n_layers=4"],
+                  ["--command", "python 'x y.py' --z 1"]),
+    "extra": words([], ["--signal", "USR2", "--signal-before", "300"], ["--chain", "requeue"],
+                   ["--environment", "cordee", "--account", "a1", "--output", "%x-%j.out"],
+                   ["--state-dir", "/scratch/$USER/x y"]),
+    "out": words([], ["--out", "{CWD}/job.sh"]),
+}  # fmt: skip
+JOB_BAD = {
+    "name": option("--name", text()),
+    "nodes": option("--nodes", numbers()),
+    "tasks": option("--ntasks-per-node", numbers()),
+    "time": option("--time", durations()),
+    "step": option("--config", text()) | option("--command", text()) | option("--set", text())
+    | words([], ["--config", "tiny", "--command", "true"]),
+    "extra": option("--signal", st.sampled_from(["SIGKILL", "9", "USR1"]) | text())
+    | option("--signal-before", numbers()) | option("--chain", text()) | option("--max-failures", numbers())
+    | option("--state-dir", text() | paths()) | option("--environment", text())
+    | option("--account", text()) | option("--partition", text()) | option("--output", text()),
+    "out": st.sampled_from(OUT_FILES).map(lambda out: ["--out", out]),
+}  # fmt: skip
+
+
+@contract(examples=12)
+@given(options=one_broken(JOB_GOOD, JOB_BAD))
+def test_job_render(options):
+    """Also that the script it writes is one bash can parse (`bash -n`)."""
+    out = options[options.index("--out") + 1] if "--out" in options[:-1] else None
+    with sandbox() as box:
+        outcome = run_in(
+            box, Command("job render", ("job", "render", *options), may_write=(out,) if out else ())
+        )
+        JOURNAL.record(outcome)
+        if outcome.returncode != 0 or "--help" in options:
+            return
+        script = outcome.stdout if not out else box.cwd.joinpath(box.expand(out)).read_text()
+        parsed = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, timeout=30)
+        if parsed.returncode != 0:
+            detail = f"`job render` wrote a script bash cannot parse: {parsed.stderr[-300:]}"
+            JOURNAL.add(Violation("consistency", "job render -> bash -n: syntax error", detail), outcome)
+
+
 VOCABULARY = [
     "env", "show", "check", "hostlist", "expand", "compress", "image", "list", "validate", "render", "edf",
     "net", "launch", "--dry-run", "--json", "--profile", "--out", "--all", "--sqsh", "--timeout",
     "--provider", "--nproc-per-node", "--bind", "--grace", "-v", "-q", "--help", "-h", "--version", "--",
     "true", "cpu-ci", "--json=1", "--out=", "--bogus", "-", "",
+    "preflight", "baseline", "ci-template", "--level", "quick", "--checks", "--system", "--thresholds",
+    "bench", "collectives", "gemm", "hbm", "--device", "cpu", "--ops", "train", "--config", "tiny", "data",
+    "prepare", "-o", "--format", "--tokenizer", "job", "--name", "--nodes", "--time", "--set", "--command",
 ]  # fmt: skip
+# What must follow these words wherever they appear, so that no run starts real work: the quick
+# preflight on one rank, benchmarks of one byte or one 1x1 matrix, once.
+NO_WORK = {
+    "launch": ["--dry-run"],
+    "train": ["--dry-run"],
+    "preflight": ["--level", "quick", "--nproc", "1", "-q"],
+    "collectives": ["--sizes", "1", "--iters", "1", "--warmup", "0", "--ops", "all_reduce"],
+    "gemm": ["--sizes", "1", "--iters", "1", "--warmup", "0"],
+    "hbm": ["--sizes", "1", "--iters", "1", "--warmup", "0"],
+}
 
 
 # Encodings and terminal widths a shell may carry: output must not depend on them to be sane.
@@ -259,10 +659,14 @@ TERMINAL = st.fixed_dictionaries(
        env=TERMINAL)  # fmt: skip
 def test_any_arguments(argv, env):
     """Verbs and options in any order, repeated, missing their values or given odd ones."""
-    # --out through the sentinel link asks to write there; build and run would start podman
+    # --out through the sentinel link asks to write there; build and run would start podman;
+    # --nproc, --sizes, --iters and --level (given later) could ask for real work again
     argv = [a for a in argv if "outside" not in a and a not in ("build", "run")]
-    if "launch" in argv:  # never start a command
-        argv.insert(argv.index("launch") + 1, "--dry-run")
+    for word, safe in NO_WORK.items():
+        if word in argv:
+            at = argv.index(word) + 1
+            argv[at:] = [a for a in argv[at:] if a not in ("--nproc", "--sizes", "--iters", "--level")]
+            argv[at:at] = safe
     fuzz(
         Command("any arguments", tuple(argv), env=env, may_write=("{ROOT}/build", "{CWD}"), report_verb=True)
     )

@@ -23,6 +23,9 @@ TEMPLATE = "ci/gitlab-preflight.yml.j2"
 MAX_NODES = 65536  # Slurm's limit on one hostlist range; a preflight of more is surely a typo
 CPU_TASKS_PER_NODE = 2  # a system without GPUs (cpu-ci): two CPU ranks per node, as standalone runs
 OUTPUTS = {"json": "preflight.json", "junit": "preflight.xml", "exclude": "bad-nodes.txt"}
+RELATIVE_ALLOWED = (
+    "a path relative to the job's working directory, of letters, digits and ._- (no '.' or '..' parts)"
+)
 
 # Slurm names (partition, account): letters, digits, '_', '.', '-' (sinfo / sacctmgr accept more,
 # but nothing a site names a partition with needs more)
@@ -50,12 +53,12 @@ def check_environment_name(value: object) -> str:
         return value
     if isinstance(value, str) and value.endswith(".toml"):
         field = ABS_PATH if value.startswith("/") else REL_PATH
+        # REL_PATH's own words speak of a spec's folder: here the path is the job's
+        allowed = field.allowed if field is ABS_PATH else RELATIVE_ALLOWED
         try:
             return field.check(value, "--environment")
         except Invalid as e:
-            raise InputError(
-                f"--environment {shown(value)}: {e.problems[0].problem}; {field.allowed}"
-            ) from None
+            raise InputError(f"--environment {shown(value)}: {e.problems[0].problem}; {allowed}") from None
     raise InputError(f"--environment {shown(value)}: not an EDF name ({NAME_RE}) or the path of a .toml file")
 
 
