@@ -50,7 +50,7 @@ class TrainCommand(click.Command):
 @click.option("--json", "as_json", is_flag=True, help=f"Print a summary as JSON (schema {SUMMARY_SCHEMA}).")
 def command(source: str, overrides: tuple[str, ...], dry_run: bool, as_json: bool) -> int:
     from cordee.train.config import check_world, config_hash, grad_accum_steps, load_config
-    from cordee.train.data import open_source
+    from cordee.train.data import open_source, require_samples
     from cordee.train.parallel import read_ranks
 
     cfg = load_config(source, list(overrides))
@@ -58,6 +58,7 @@ def command(source: str, overrides: tuple[str, ...], dry_run: bool, as_json: boo
     check_world(cfg, ranks.world_size)
     if dry_run:
         data = open_source(cfg.data, cfg.model.vocab_size)  # the same checks training makes
+        require_samples(data, cfg.seq_len)
         doc = {
             "schema": CONFIG_SCHEMA,
             "config": dataclasses.asdict(cfg),

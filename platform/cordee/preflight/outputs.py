@@ -55,13 +55,16 @@ class Reporting:
         }
         for e in outcome.errors:
             _say(f"cordee preflight: error: {e.detail}")
+        return code
+
+    def _show(self) -> None:
+        """The table (or with --quiet the summary line), after the files: its exit code is final."""
         out = sys.stderr if self.opts.json_path == "-" else sys.stdout
         if self.opts.quiet:
             _say(report.summary_line(self.results), out)
         else:
             out.write(report.table(self.results) + "\n")
             out.flush()
-        return code
 
     def write(self, code: int) -> int:
         """The files asked for; a file that cannot be written is said in one line and makes the
@@ -83,7 +86,9 @@ class Reporting:
                 job()
             except CordeeError as e:
                 _say(f"cordee preflight: {what}: {e}")
+                self.results.append(Result("preflight.output", "fail", detail=f"--{what}: {e}"))
                 failed = True
+        self._show()
         bad = report.bad_nodes(self.results)
         if bad and not o.quiet:
             _say(f"cordee preflight: exclude these nodes: --exclude={report.exclude_hostlist(bad)}")

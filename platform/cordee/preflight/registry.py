@@ -63,7 +63,13 @@ def checks(level: str, environ: Mapping[str, str] | None = None) -> list[Check]:
         raise InputError(f"level {shown(level)} is not one of {', '.join(LEVELS)}")
     env = os.environ if environ is None else environ
     if env.get(REGISTRY_VAR):
-        found = _from_switch(env[REGISTRY_VAR])(level)
+        spec = env[REGISTRY_VAR]
+        try:
+            found = list(_from_switch(spec)(level))
+        except TypeError as e:  # a function of another shape, or one that returns no list
+            raise InputError(f"{REGISTRY_VAR}={shown(spec)}: FUNCTION(level) failed: {e}") from None
+        if not all(isinstance(c, Check) for c in found):
+            raise InputError(f"{REGISTRY_VAR}={shown(spec)}: FUNCTION(level) must return a list of Check")
     else:
         found = quick_checks()
         if level != "quick":

@@ -125,7 +125,10 @@ def _number(d: dict, name: str, check: str) -> float | None:
         raise InputError(
             f"preflight result {shown(check)}: field {name!r} must be a number, got {shown(value)}"
         )
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond any float (JSON allows 10**400)
+        raise InputError(f"preflight result {shown(check)}: field {name!r} is too large a number") from None
 
 
 @dataclass(frozen=True)

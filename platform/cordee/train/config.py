@@ -186,9 +186,18 @@ def _read_source(source: str) -> tuple[str, dict]:
 
 
 def _unknown(where: str, key: str, schema: dict) -> InputError:
+    if key in SECTIONS:  # `model=1`: a table given a value
+        keys = ", ".join(k for k in schema if k.startswith(key + "."))
+        return InputError(f"{where}: {shown(key)} is a table, not a value: set its keys ({keys})")
+    if key in schema:  # `dim = {a = 1}`: a value given a table
+        return InputError(f"{where}: {shown(key)} takes a value, not a table")
     section = key.rpartition(".")[0]
+    while section and section not in SECTIONS and section not in schema:
+        section = section.rpartition(".")[0]
+    if section in schema:  # `model.dim.x=1`: below a value
+        return InputError(f"{where}: unknown key {shown(key)} ({section!r} takes a value, not keys)")
     known = [k for k in schema if k.rpartition(".")[0] == section] + (list(SECTIONS) if not section else [])
-    close = difflib.get_close_matches(key, list(schema) + list(SECTIONS), n=1)
+    close = [c for c in difflib.get_close_matches(key, list(schema) + list(SECTIONS), n=2) if c != key]
     hint = f"did you mean '{close[0]}'? " if close else ""
     return InputError(f"{where}: unknown key {shown(key)} ({hint}known: {', '.join(known)})")
 

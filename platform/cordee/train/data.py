@@ -239,6 +239,13 @@ class SyntheticSource(TokenSource):
         return f"synthetic (seed {self.seed}, {self.FAMILIES} affine rules over {self.alphabet} tokens)"
 
 
+def require_samples(source: TokenSource, seq_len: int) -> None:
+    """InputError when the data holds no whole sample (seq_len + 1 tokens): training would stop at
+    its first batch; the dry run and the trainer both say so before anything starts."""
+    if source.num_samples(seq_len) < 1:
+        raise InputError(f"data ({source.describe()}): fewer than seq_len + 1 = {seq_len + 1} tokens")
+
+
 def open_source(cfg, vocab_size: int) -> TokenSource:
     """`cfg.path`: "synthetic", a shard file, or a directory of `*.tok` shards (read in name order;
     its index.json, when there, must list the same shards). InputError for a missing path, a bad

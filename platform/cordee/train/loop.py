@@ -34,7 +34,7 @@ from cordee.errors import CordeeError
 from cordee.train import parallel
 from cordee.train.checkpoint import Checkpointer
 from cordee.train.config import TrainConfig, check_world, config_hash, grad_accum_steps, learning_rate
-from cordee.train.data import open_source, rank_batch
+from cordee.train.data import open_source, rank_batch, require_samples
 from cordee.train.metrics import MetricsLog, format_step, peak_tflops, step_record
 from cordee.train.model import Transformer, cross_entropy, flops_per_token
 from cordee.train.signals import EXIT_STOPPED, StopRequest
@@ -83,6 +83,7 @@ def run(cfg: TrainConfig, log=None) -> Summary:
     try:
         # checked on every rank before any rendezvous: bad data stops all of them alike
         source = open_source(cfg.data, cfg.model.vocab_size)
+        require_samples(source, cfg.seq_len)
         d = parallel.init(ranks, cfg.device, COLLECTIVE_TIMEOUT_S)
         trainer = Trainer(cfg, d, source, stop, log or _console(d.rank))
         summary = trainer.run()
