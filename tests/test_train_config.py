@@ -109,7 +109,7 @@ def test_overrides_are_read_by_the_type_of_their_key_and_win_over_the_file():
         ("modle.dim=3", "did you mean 'model.dim'?"),
         ("steps", "expected key=value"),
         ("=3", "expected key=value"),
-        ("model=3", "unknown key 'model'"),
+        ("model=3", "'model' is a table, not a value"),
     ],
 )
 def test_bad_overrides_are_refused_in_one_line(override, expected):
