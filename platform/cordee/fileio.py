@@ -7,7 +7,7 @@ import os
 import stat
 import tempfile
 
-from cordee.errors import InputError, shown
+from cordee.errors import InputError, one_line, shown
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes, *, mode: int = 0o644) -> None:
@@ -69,3 +69,22 @@ def read_bounded(path: str | os.PathLike, limit: int = MAX_READ_BYTES) -> bytes:
         raise ReadError(path, f"cannot read: {e.strerror or e}") from None
     finally:
         os.close(fd)
+
+
+def read_toml(path: str, what: str) -> dict:
+    """A small TOML file (`what` names it in messages: "profile", "system profile"), parsed; every
+    way it can be unreadable or malformed is one InputError naming the file."""
+    import tomllib  # deferred: most commands read no TOML
+
+    try:
+        return tomllib.loads(read_bounded(path).decode("utf-8"))
+    except ReadError as e:
+        raise InputError(f"{path}: {what} {e.reason}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"{path}: not valid TOML: {one_line(str(e))}") from None
+    except ValueError as e:  # tomllib's int(): an integer of more than 4,300 digits
+        raise InputError(f"{path}: TOML value cordee cannot read: {one_line(str(e))[:120]}") from None
+    except RecursionError:
+        raise InputError(f"{path}: not valid TOML: nested too deeply") from None

@@ -16,8 +16,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from cordee.errors import InputError, one_line, shown
-from cordee.fileio import ReadError, read_bounded
+from cordee.errors import InputError, shown
+from cordee.fileio import read_toml
 
 SYSTEMS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "systems")
 RESULTS_SCHEMA = "cordee.preflight/1"
@@ -165,20 +165,7 @@ def suggest_system(gpu_name: str | None, gpu_count: int) -> str:
 
 
 def _read_toml(path: str) -> dict:
-    import tomllib
-
-    try:
-        return tomllib.loads(read_bounded(path).decode("utf-8"))
-    except ReadError as e:
-        raise InputError(f"{path}: system profile {e.reason}") from None
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"{path}: not valid TOML: {one_line(str(e))}") from None
-    except ValueError as e:  # tomllib's int(): more than 4,300 digits
-        raise InputError(f"{path}: TOML value cordee cannot read: {one_line(str(e))[:120]}") from None
-    except RecursionError:
-        raise InputError(f"{path}: not valid TOML: nested too deeply") from None
+    return read_toml(path, "system profile")
 
 
 def _settings(path: str, raw: dict, where: str, allowed: tuple[str, ...]) -> dict:

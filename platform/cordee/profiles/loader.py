@@ -16,8 +16,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from cordee.errors import InputError, one_line
-from cordee.fileio import ReadError, read_bounded
+from cordee.errors import InputError
+from cordee.fileio import read_toml
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 FAMILIES = ("slingshot", "infiniband", "ethernet", "local")
@@ -75,22 +75,8 @@ def _unknown(name: str, known: list[str]) -> str:
 
 
 def _read(name: str, d: str) -> tuple[str, dict]:
-    import tomllib  # deferred: `cordee env show` only needs suggest()
-
     path = os.path.join(d, f"{name}.toml")
-    try:
-        data = tomllib.loads(read_bounded(path).decode("utf-8"))
-    except ReadError as e:
-        raise InputError(f"{path}: profile {e.reason}") from None
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"{path}: not valid TOML: {one_line(str(e))}") from None
-    except ValueError as e:  # from tomllib's int(): an integer of more than 4,300 digits
-        raise InputError(f"{path}: TOML value cordee cannot read: {one_line(str(e))[:120]}") from None
-    except RecursionError:
-        raise InputError(f"{path}: not valid TOML: nested too deeply") from None
-    return path, data
+    return path, read_toml(path, "profile")
 
 
 def _str_field(path: str, data: dict, field: str, required: bool) -> str | None:
