@@ -21,7 +21,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from cordee.errors import CordeeError, InputError  # noqa: E402
-from cordee.train.checkpoint import Checkpointer, latest_step  # noqa: E402
+from cordee.train.checkpoint import Checkpointer  # noqa: E402
+from cordee.train.ckptlayout import latest_step  # noqa: E402
 from cordee.train.signals import EXIT_STOPPED, StopRequest, parse_signal  # noqa: E402
 
 CORDEE = str(Path(sys.executable).with_name("cordee"))
