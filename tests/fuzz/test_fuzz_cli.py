@@ -560,7 +560,9 @@ def test_data_prepare(options, inputs, out, earlier, tokenizer):
         index = box.cwd.joinpath(box.expand(out or "."), "index.json")
         if outcome.returncode != 0 or not index.is_file():  # --help writes nothing
             return
-        vocab = max(2, json.loads(index.read_text())["vocab_size"])
+        written = json.loads(index.read_text())
+        vocab = max(2, written["vocab_size"])
+        seq_len = max(1, min(64, written["tokens"] - 1))  # one whole sample: a document is >= 2 tokens
         args = (
             "train",
             "--config",
@@ -568,6 +570,7 @@ def test_data_prepare(options, inputs, out, earlier, tokenizer):
             "--dry-run",
             f"data.path={box.expand(out)}",
             f"model.vocab_size={vocab}",
+            f"seq_len={seq_len}",
         )
         read = run_in(box, Command("train --dry-run (prepared)", args))
         JOURNAL.record(read)
