@@ -59,6 +59,7 @@ HELP = {
         "-v, --verbose",
         "-q, --quiet",
         "--dry-run",
+        "--preflight [none|quick]",
         "Start N local ranks per launched task and supervise them.",
     ],
     ("image",): ["list", "validate", "render", "build"],
@@ -72,7 +73,26 @@ HELP = {
     ("edf", "run"): ["cordee edf run [OPTIONS] NAME_OR_FILE -- CMD ...", "--timeout S", "--no-host-env"],
     ("net",): ["show"],
     ("net", "show"): ["--json", "--provider PROVIDER", "--timeout S", "CORDEE_NCCL_LIBRARY"],
-}
+    ("preflight",): [
+        "--level [quick|standard|long]", "--system NAME", "--thresholds FILE", "--json FILE", "--junit FILE",
+        "--plot FILE", "--exclude-file FILE", "--nproc N", "--timeout S", "--stall-timeout S",
+        "--checks PATTERN", "baseline", "ci-template", "exit 3",
+    ],
+    ("preflight", "baseline"): ["RESULTS...", "--tolerance F", "--name N", "--out FILE"],
+    ("preflight", "ci-template"): ["--nodes N", "--environment EDF", "--level", "--system S", "--out FILE"],
+    ("bench",): ["collectives", "gemm", "hbm"],
+    ("bench", "collectives"): ["--sizes SIZES", "--ops", "--no-check", "--dtype", "--json", "--timeout S"],
+    ("bench", "gemm"): ["--sizes SIZES", "--dtype", "--json", "--device [auto|cpu|cuda]"],
+    ("bench", "hbm"): ["--sizes SIZES", "--json", "--device [auto|cpu|cuda]"],
+    ("train",): ["[KEY=VALUE]...", "--config FILE|NAME", "--dry-run", "--json", "model.n_layers", "75"],
+    ("data",): ["prepare"],
+    ("data", "prepare"): ["INPUT...", "-o, --output DIR", "--tokenizer FILE", "--shard-tokens", "--json"],
+    ("job",): ["render"],
+    ("job", "render"): [
+        "--name NAME", "--nodes N", "--time HH:MM:SS", "--environment EDF", "--config CFG", "--set KEY=VALUE",
+        "--signal SIG", "--signal-before S", "--chain [singleton|requeue]", "--max-failures N", "--out FILE",
+    ],
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("path", list(HELP), ids=lambda p: " ".join(p) or "cordee")
@@ -252,5 +272,6 @@ def test_ctrl_c_is_exit_130_with_one_line():
         time.sleep(0.02)  # until it blocks reading stdin: Python's SIGINT handler is in place
     assert "pipe_read" in wchan.read_text(), "cordee never read stdin"
     proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)  # before communicate() closes stdin: EOF must not win the race on a busy machine
     _, err = proc.communicate(timeout=60)
     assert (proc.returncode, err) == (130, b"cordee: interrupted\n")

@@ -28,6 +28,9 @@ NOT_VARIANTS = {
     "nvml": "nvidia-ml-py is optional at run time; sites add py-nvidia-ml-py to the uenv if they want it",
     "uenv": "stackinator is the tool that builds uenvs, not part of one",
     "dev": "tests and linters",
+    "train": "torch and numpy: the uenv builds py-torch (and with it py-numpy) as root specs",
+    "plot": "matplotlib for `preflight --plot` only; sites add py-matplotlib to the uenv if they want it",
+    "tokenizers": "a Rust build in Spack; `data prepare --tokenizer` runs where data is prepared, not in jobs",
 }
 
 

@@ -223,10 +223,19 @@ def saved_run(directory, steps, keep=3, async_save=False):
     ck = Checkpointer(str(directory), keep, async_save=async_save, rank=0, world_size=1)
     for step in steps:
         train_step(model, optim, step)
+        written(ck)  # a save while the last one is still being written would be skipped
         ck.save(step, {"model": model, "optim": optim}, {"config_hash": "h", "pos": step})
         states[step] = full_state(model, optim)
     ck.wait()
     return states
+
+
+def written(ck, timeout=60.0):
+    """Until the pending async write (if any) is on disk; its commit still waits for save/wait."""
+    deadline = time.monotonic() + timeout
+    while ck._pending is not None and ck._pending.future is not None and not ck._pending.future.done():
+        assert time.monotonic() < deadline, "async write not done"
+        time.sleep(0.01)
 
 
 def load(directory, config_hash="h"):
@@ -290,6 +299,27 @@ def test_async_round_trip_bit_identical_and_keep_k(tmp_path):
     extra, state, _ = load(tmp_path)
     assert extra == {"config_hash": "h", "pos": 40, "step": 40}
     assert_same(states[40], state)
+
+
+def test_an_async_save_while_the_last_is_still_written_is_skipped(tmp_path):
+    """Waiting for the write in flight would block training for the rest of it: the save is
+    skipped with a warning, and the pending one still commits."""
+    import concurrent.futures
+
+    lines = []
+    model = make_model(0)
+    optim = make_optim(model)
+    ck = Checkpointer(str(tmp_path), 3, async_save=True, rank=0, world_size=1, log=lines.append)
+    train_step(model, optim, 10)
+    assert ck.save(10, {"model": model, "optim": optim}, {"config_hash": "h", "pos": 10})
+    written(ck)
+    real, ck._pending.future = ck._pending.future, concurrent.futures.Future()  # a write in flight
+    train_step(model, optim, 20)
+    assert ck.save(20, {"model": model, "optim": optim}, {"config_hash": "h", "pos": 20}) is False
+    assert any("step-00000020 skipped" in line and "step-00000010" in line for line in lines), lines
+    ck._pending.future = real
+    ck.wait()
+    assert latest_step(tmp_path) == 10 and not (tmp_path / ".tmp-step-00000020").exists()
 
 
 def test_empty_directory_loads_nothing_and_a_foreign_config_is_refused(tmp_path):
