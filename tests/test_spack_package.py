@@ -30,7 +30,7 @@ NOT_VARIANTS = {
     "dev": "tests and linters",
     "train": "torch and numpy: the uenv builds py-torch (and with it py-numpy) as root specs",
     "plot": "matplotlib for `preflight --plot` only; sites add py-matplotlib to the uenv if they want it",
-    "tokenizers": "a Rust build in Spack; `data prepare --tokenizer` runs where data is prepared, not in jobs",
+    "tokenizers": "a Rust build; `data prepare --tokenizer` runs where data is prepared, not in jobs",
 }
 
 
