@@ -10,8 +10,8 @@ import pytest
 
 from cordee.errors import InputError
 from cordee.preflight import systems
-from cordee.preflight.results import Result
 from cordee.preflight.baseline import baseline, load_results, profile_toml
+from cordee.preflight.results import Result
 from cordee.preflight.systems import (
     METRICS,
     Threshold,
