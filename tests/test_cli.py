@@ -265,6 +265,9 @@ def test_ctrl_c_is_exit_130_with_one_line():
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # a run started in the background of a shell inherits SIGINT ignored, and Python then
+        # installs no handler for it: give the child the default a terminal's Ctrl-C meets
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     wchan = Path(f"/proc/{proc.pid}/wchan")
     deadline = time.monotonic() + 30

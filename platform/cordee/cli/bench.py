@@ -9,6 +9,7 @@ Sizes are bytes, with K, M, G, T suffixes (binary, as nccl-tests' -b/-e): 64K, 1
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -18,7 +19,7 @@ import click
 
 from cordee.cli import VERBS
 from cordee.cli.options import Number, Seconds, json_option, verb_group
-from cordee.errors import shown
+from cordee.errors import CordeeError, one_line, shown
 from cordee.numbers import as_int
 
 SCHEMA = "cordee.bench/1"
@@ -163,22 +164,38 @@ def collectives(
                 timeout_s=timeout,
                 fault=fault,
             )
-    finally:
-        groups.destroy()
-    ok = all(r.wrong == 0 for r in rows)
-    if info.rank == 0:
-        settings = {
-            "ranks": info.world_size,
-            "nodes": info.launch.nnodes,
-            "backend": info.backend,
-            "device": info.device,
-            "iters": iters,
-            "warmup": warmup,
-            "check": not no_check,
-        }
-        doc = _doc("collectives", settings, [r.as_dict() for r in rows], ok)
-        _print(doc, as_json, _collectives_table)
-    return 0 if ok else 2
+        ok = all(r.wrong == 0 for r in rows)
+        if info.rank == 0:
+            settings = {
+                "ranks": info.world_size,
+                "nodes": info.launch.nnodes,
+                "backend": info.backend,
+                "device": info.device,
+                "iters": iters,
+                "warmup": warmup,
+                "check": not no_check,
+            }
+            doc = _doc("collectives", settings, [r.as_dict() for r in rows], ok)
+            _print(doc, as_json, _collectives_table)
+        code = 0 if ok else 2
+    except CordeeError as e:
+        _leave(e.exit_code, f"cordee: error: {e}")
+    _leave(code)
+
+
+def _leave(code: int, line: str | None = None) -> None:
+    """Exit at once, past the interpreter's teardown: gloo's threads of a group that failed (a peer
+    lost) or was just destroyed can abort that teardown ("terminate called without an active
+    exception", exit 134) and replace the real exit code."""
+    from cordee.bench import group as groups
+
+    groups.destroy()
+    with contextlib.suppress(OSError, ValueError):
+        if line is not None:
+            print(one_line(line), file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
 
 
 @command.command("gemm", help="n x n bf16 (GPU) or float32 (CPU) matrix multiplies: TFLOP/s = 2n^3/t.")
