@@ -6,13 +6,13 @@ dtypes, then once more with CORDEE_PREFLIGHT_FAULT=wrong-data:2; the tests read 
 """
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from launchvars import clean_env
 
 from cordee.bench import collectives as engine
 from cordee.errors import InputError
@@ -54,16 +54,6 @@ WORKER = textwrap.dedent("""
         os._exit(0)
     time.sleep(120)
 """)
-
-
-def clean_env(**extra):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SLURM_", "TORCHELASTIC", "MASTER_", "CORDEE_"))
-        and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
-    }
-    return {**env, **extra}
 
 
 def launch(nproc: int, argv: list[str], timeout: float = 120, **env) -> subprocess.CompletedProcess:

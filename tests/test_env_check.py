@@ -1,12 +1,12 @@
 """`cordee env check`: the pure check (every trap, malformed values, exit codes) and the real CLI."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from launchvars import clean_env as launch_free
 
 from cordee.profiles import load, suggest
 from cordee.profiles.check import SCHEMA, STATUSES, check_environment
@@ -295,24 +295,11 @@ def test_well_formed_levels(value):
 
 
 def clean_env(**extra):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(
-            ("SLURM_", "TORCHELASTIC", "MASTER_", "CORDEE_", "NCCL_", "FI_", "TORCH_", "MPICH_")
-        )
-        and k
-        not in (
-            "RANK",
-            "WORLD_SIZE",
-            "LOCAL_RANK",
-            "LOCAL_WORLD_SIZE",
-            "GROUP_WORLD_SIZE",
-            "CUDA_CACHE_DISABLE",
-        )
-    }
-    env.update(extra)
-    return env
+    return launch_free(
+        prefixes=("NCCL_", "FI_", "TORCH_", "MPICH_"),
+        names=("GROUP_WORLD_SIZE", "CUDA_CACHE_DISABLE"),
+        **extra,
+    )
 
 
 TWO_NODES = {"RANK": "0", "WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4"}  # torchrun-style: 2 nodes

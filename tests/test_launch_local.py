@@ -10,20 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
+from launchvars import clean_env as launch_free
 
 CORDEE = str(Path(sys.executable).with_name("cordee"))
 PY = sys.executable
 
 
 def clean_env(**extra):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SLURM_", "TORCHELASTIC", "MASTER_", "CORDEE_"))
-        and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "OMP_NUM_THREADS")
-    }
-    env.update(extra)
-    return env
+    return launch_free(names=("OMP_NUM_THREADS",), **extra)
 
 
 def run(args, env=None, timeout=120):

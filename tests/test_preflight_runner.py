@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from launchvars import clean_env as launch_free
 
 from cordee.preflight.results import Check, Result
 
@@ -90,15 +91,7 @@ def quick_and_modules(level):
 
 
 def clean_env(**extra) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SLURM_", "TORCHELASTIC", "MASTER_", "CORDEE_"))
-        and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
-    }
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (TESTS, env.get("PYTHONPATH")) if p)
-    env.update(extra)
-    return env
+    return launch_free(path=TESTS, **extra)
 
 
 def preflight(args, *, registry=None, timeout=120, **env):

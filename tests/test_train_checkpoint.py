@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from launchvars import clean_env as launch_free
 
 torch = pytest.importorskip("torch")
 
@@ -132,15 +133,7 @@ WORKER = MODEL + textwrap.dedent("""
 
 
 def clean_env(**extra):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SLURM_", "TORCHELASTIC", "MASTER_", "CORDEE_"))
-        and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
-    }
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [PLATFORM, env.get("PYTHONPATH")]))
-    env.update(extra)
-    return env
+    return launch_free(path=PLATFORM, **extra)
 
 
 def assert_same(a, b, path="state"):

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from launchvars import clean_env as launch_free
 
 from cordee.train.config import learning_rate, load_config
 
@@ -31,13 +32,7 @@ RUN_TIMEOUT_S = 240
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SLURM_", "TORCHELASTIC", "MASTER_", "CORDEE_"))
-        and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "OMP_NUM_THREADS")
-    }
-    return {**env, **extra}
+    return launch_free(names=("OMP_NUM_THREADS",), **extra)
 
 
 def train_argv(nproc: int, *overrides: str) -> list[str]:
