@@ -86,6 +86,20 @@ def signal_name(returncode: int) -> str | None:
         return f"signal {-returncode}"
 
 
+def exit_now(code: int) -> None:
+    """Flush stdout and stderr, then leave with `code` at once, from any thread and past the
+    interpreter's teardown: a process whose torch process group broke (a peer lost, a collective
+    stuck in the main thread) would hang there, or gloo's threads abort it ("terminate called
+    without an active exception", exit 134) and hide the real code."""
+    import contextlib
+    import sys
+
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
 def exit_code_of(returncode: int) -> int:
     """Shell convention: a child killed by signal S exits 128+S."""
     return 128 - returncode if returncode < 0 else returncode

@@ -184,18 +184,15 @@ def collectives(
 
 
 def _leave(code: int, line: str | None = None) -> None:
-    """Exit at once, past the interpreter's teardown: gloo's threads of a group that failed (a peer
-    lost) or was just destroyed can abort that teardown ("terminate called without an active
-    exception", exit 134) and replace the real exit code."""
-    from cordee.bench import group as groups
+    """Exit at once, with no teardown of the process group: tearing down a group that failed (a
+    peer lost) or the interpreter's own teardown can abort in gloo's threads ("terminate called
+    without an active exception", exit 134) and hide the real code. The kernel closes the sockets."""
+    from cordee.process import exit_now
 
-    groups.destroy()
-    with contextlib.suppress(OSError, ValueError):
-        if line is not None:
+    if line is not None:
+        with contextlib.suppress(OSError, ValueError):
             print(one_line(line), file=sys.stderr)
-        sys.stdout.flush()
-        sys.stderr.flush()
-    os._exit(code)
+    exit_now(code)
 
 
 @command.command("gemm", help="n x n bf16 (GPU) or float32 (CPU) matrix multiplies: TFLOP/s = 2n^3/t.")

@@ -24,7 +24,8 @@ from cordee.preflight.collector import CONNECT_WINDOW_S, Collector
 from cordee.preflight.context import Context, run_check
 from cordee.preflight.gate import gpu_models
 from cordee.preflight.results import LEVELS, Check, Result
-from cordee.preflight.sidechannel import PreflightError, Reporter, hard_exit, heartbeat_s, kill_local
+from cordee.preflight.sidechannel import PreflightError, Reporter, heartbeat_s, kill_local
+from cordee.process import exit_now
 
 LEVEL_TIMEOUT_S = {"quick": 30.0, "standard": 180.0, "long": 900.0}
 STALL_TIMEOUT_S = 5.0
@@ -142,9 +143,9 @@ def rank_main(
         # srun --kill-on-bad-exit: once one rank has exited with the run's code (2, say), the
         # others get SIGTERM; they know the code by then and exit with it, so srun reports it.
         if reporter.code is not None:
-            hard_exit(reporter.code)
+            exit_now(reporter.code)
         if on_sigterm is None:
-            hard_exit(EXIT_UNKNOWN)
+            exit_now(EXIT_UNKNOWN)
         on_sigterm()
 
     signal.signal(signal.SIGTERM, sigterm)
@@ -186,8 +187,8 @@ def run(opts: Options, environ: Mapping[str, str]) -> int:
     if port > 65535:
         raise InputError(f"MASTER_PORT={launch.master_port}: the collector needs the next port, {port}")
     if launch.rank != 0:
-        hard_exit(rank_main(opts, plan, environ, launch, launch.master_addr, port))
-    hard_exit(_rank_zero(opts, plan, environ, launch, port))
+        exit_now(rank_main(opts, plan, environ, launch, launch.master_addr, port))
+    exit_now(_rank_zero(opts, plan, environ, launch, port))
 
 
 def _rank_zero(opts: Options, plan: Plan, environ, launch: LaunchEnv, port: int) -> int:
@@ -218,7 +219,7 @@ def _rank_zero(opts: Options, plan: Plan, environ, launch: LaunchEnv, port: int)
         collector.finish(code)
         if outcome.errors:
             kill_local(collector.stalled, node)  # as every rank on a stalled rank's node does
-            hard_exit(EXIT_UNKNOWN)
+            exit_now(EXIT_UNKNOWN)
         finished.append(code)
 
     thread = threading.Thread(target=finisher, name="preflight-finisher", daemon=True)

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 
 from cordee.errors import EXIT_UNKNOWN, CordeeError, one_line
+from cordee.process import exit_now
 
 HEARTBEAT_S = 0.5  # rank -> collector, in jobs of up to BEATS_PER_S x HEARTBEAT_S = 4,000 ranks
 BEATS_PER_S = 8000  # the collector's budget; larger jobs beat less often (heartbeat_s)
@@ -93,14 +94,6 @@ def _say(line: str) -> None:
     with contextlib.suppress(OSError, ValueError):
         sys.stderr.write(one_line(line) + "\n")
         sys.stderr.flush()
-
-
-def hard_exit(code: int) -> None:
-    """Exit now, from any thread, even with the main thread stuck in a collective."""
-    with contextlib.suppress(OSError, ValueError):
-        sys.stdout.flush()
-        sys.stderr.flush()
-    os._exit(code)
 
 
 def kill_local(targets, node: str, say: Callable[[str], None] = _say) -> None:
@@ -252,7 +245,7 @@ class Reporter:
 
     def _abort_and_exit(self, msg: dict) -> None:
         kill_local([tuple(t) for t in msg.get("kill", []) if isinstance(t, list) and len(t) == 2], self.node)
-        hard_exit(EXIT_UNKNOWN)
+        exit_now(EXIT_UNKNOWN)
 
     def _lost(self, why: str) -> None:
         """The collector is gone: say so once, kill it if it is a stopped process on this node
@@ -263,4 +256,4 @@ class Reporter:
         _say(f"cordee preflight: rank {self.rank} on {self.node}: {why}; exiting with 3")
         if self.collector_at is not None:
             kill_local([self.collector_at], self.node)
-        hard_exit(EXIT_UNKNOWN)
+        exit_now(EXIT_UNKNOWN)

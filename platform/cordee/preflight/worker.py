@@ -10,6 +10,7 @@ import os
 import sys
 
 from cordee.errors import CordeeError, one_line
+from cordee.process import exit_now
 
 
 def main() -> int:
@@ -30,6 +31,4 @@ if __name__ == "__main__":
     except CordeeError as e:
         print(one_line(f"cordee preflight worker (rank {os.environ.get('RANK', '?')}): {e}"), file=sys.stderr)
         code = e.exit_code
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # no teardown: a broken process group can hang it; the run is over
+    exit_now(code)  # no teardown: a broken process group can hang it; the run is over
