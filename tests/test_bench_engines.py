@@ -39,7 +39,7 @@ WORKER = textwrap.dedent("""
                   for r in c.sweep(op, [1000], device="cpu", iters=1, warmup=0, fault=fault)]
         emit({"rank": info.rank, "clean": clean, "faulty": faulty})
         g.destroy()
-        sys.exit(0)
+        os._exit(0)  # as `cordee bench` leaves: gloo's threads can abort Python's teardown (134)
     # a peer that leaves after the first size ("exit") or stops answering ("stall"), on a
     # subgroup of its own timeout (the world's stays long: a slow start is no failure)
     sub = g.cpu_group(timeout_s=timeout)
@@ -49,7 +49,7 @@ WORKER = textwrap.dedent("""
         c.sweep("all_reduce", sizes, group=sub, device="cpu", iters=2, warmup=1, timeout_s=timeout)
     except c.CollectiveError as e:
         emit({"rank": info.rank, "error": str(e), "after_s": time.monotonic() - t0, "code": e.exit_code})
-        sys.exit(e.exit_code)
+        os._exit(e.exit_code)  # past the teardown of the broken group, which aborts now and then
     if mode == "exit":
         os._exit(0)
     time.sleep(120)
