@@ -88,3 +88,23 @@ def read_toml(path: str, what: str) -> dict:
         raise InputError(f"{path}: TOML value cordee cannot read: {one_line(str(e))[:120]}") from None
     except RecursionError:
         raise InputError(f"{path}: not valid TOML: nested too deeply") from None
+
+
+def read_json(path: str | os.PathLike, what: str, limit: int = MAX_READ_BYTES):
+    """A JSON file (`what` names it in messages: "results file", "config.json"), parsed; every way
+    it can be unreadable or malformed is one InputError naming the file."""
+    import json  # deferred like tomllib: most commands read no JSON file
+
+    name = shown(os.fspath(path))
+    try:
+        return json.loads(read_bounded(path, limit).decode("utf-8"))
+    except ReadError as e:
+        raise InputError(f"{name}: {what} {e.reason}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{name}: {what} is not UTF-8 text (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{name}: {what} is not JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
+    except ValueError as e:  # int() of more than 4,300 digits
+        raise InputError(f"{name}: {what} is not JSON cordee can read: {one_line(str(e))[:100]}") from None
+    except RecursionError:  # json nests by recursion: "[[[[..." exhausts the stack
+        raise InputError(f"{name}: {what} is not JSON cordee can read: nested too deeply") from None

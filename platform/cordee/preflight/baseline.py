@@ -4,7 +4,6 @@ result files, take the median of each measured metric, write a profile in the sh
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 from collections import Counter
@@ -12,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from cordee.errors import InputError, one_line, shown
-from cordee.fileio import ReadError, read_bounded
+from cordee.fileio import read_json
 from cordee.preflight.systems import (
     _NAME_RE,
     FILE_KEY,
@@ -38,18 +37,7 @@ def load_results(paths: Iterable[str | os.PathLike]) -> list[dict]:
     for path in paths:
         path = os.fspath(path)
         name = shown(path)
-        try:
-            doc = json.loads(read_bounded(path, RESULTS_MAX_BYTES).decode("utf-8"))
-        except ReadError as e:
-            raise InputError(f"{name}: results file {e.reason}") from None
-        except UnicodeDecodeError as e:
-            raise InputError(f"{name}: not UTF-8 text (byte {e.start})") from None
-        except json.JSONDecodeError as e:
-            raise InputError(f"{name}: not JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
-        except ValueError as e:  # int() of more than 4,300 digits
-            raise InputError(f"{name}: not JSON cordee can read: {one_line(str(e))[:100]}") from None
-        except RecursionError:
-            raise InputError(f"{name}: not JSON cordee can read: nested too deeply") from None
+        doc = read_json(path, "results file", RESULTS_MAX_BYTES)
         if not isinstance(doc, dict) or doc.get("schema") != RESULTS_SCHEMA:
             found = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
             raise InputError(
