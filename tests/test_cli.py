@@ -91,7 +91,11 @@ HELP = {
     ("job", "render"): [
         "--name NAME", "--nodes N", "--time HH:MM:SS", "--environment EDF", "--config CFG", "--set KEY=VALUE",
         "--signal SIG", "--signal-before S", "--chain [singleton|requeue]", "--max-failures N", "--out FILE",
+        "--save-every N", "--metrics FILE", "--mtbf HOURS",
     ],
+    ("ckpt",): ["interval"],
+    ("ckpt", "interval"): ["--cost SECONDS", "--mtbf HOURS", "--node-mtbf HOURS", "--step-time SECONDS",
+                           "Young", "Daly", "(schema cordee.ckpt.interval/1)"],
 }  # fmt: skip
 
 

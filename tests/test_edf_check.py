@@ -4,6 +4,7 @@ Examples are the ones of cscs-docs (container-engine/edf.md, run.md, resource-ho
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -604,3 +605,41 @@ def test_load_edf_accepts_warnings(tmp_path, env):
     report = check_edf(str(path), env)
     assert report.ok and len(report.findings) == 2
     assert load_edf(str(path), env) == report.edf
+
+
+# --- all of $HOME mounted (CSCS guidance: mount only subdirectories) -------------------------------
+
+
+@pytest.mark.parametrize(
+    "mount",
+    ["${HOME}:/home/alice", "${HOME}/:/h", "/users/alice:/users/alice", "/users/alice/", "${HOME}:/x:ro"],
+)
+def test_a_mount_of_all_of_home_is_a_warning(tmp_path, env, mount):
+    write(edf_dir(env), "h.toml", f'image = "ubuntu:24.04"\nmounts = ["{mount}"]\n')
+    report = check_edf("h", env)
+    assert report.ok  # a warning, not an error
+    assert "mounts all of $HOME" in one(report, "warning", "mounts[0]")
+
+
+def test_home_written_unexpanded_is_an_error_and_a_home_warning(tmp_path, env):
+    write(edf_dir(env), "h.toml", 'image = "ubuntu:24.04"\nmounts = ["~:/home", "$HOME:/h"]\n')
+    report = check_edf("h", env)
+    for field in ("mounts[0]", "mounts[1]"):
+        assert any("mounts all of $HOME" in m for f, m in warnings(report) if f == field)
+        assert any(f == field for f, _ in errors(report))  # not absolute: CE refuses it anyway
+
+
+def test_subdirectories_of_home_are_fine(tmp_path, env):
+    mounts = '["${HOME}/project:/project", "/users/alice/data:/data", "/users/alicex:/x", "/users:/users"]'
+    write(edf_dir(env), "h.toml", f'image = "ubuntu:24.04"\nmounts = {mounts}\n')
+    report = check_edf("h", env)
+    assert report.ok and not [m for _, m in warnings(report) if "$HOME" in m]
+
+
+def test_the_passwd_home_of_the_user_counts_too(tmp_path, env):
+    import pwd
+
+    me = pwd.getpwuid(os.getuid())
+    write(edf_dir(env), "h.toml", f'image = "ubuntu:24.04"\nmounts = ["{me.pw_dir}:/home"]\n')
+    report = check_edf("h", {**env, "USER": me.pw_name})
+    assert "mounts all of $HOME" in one(report, "warning", "mounts[0]")

@@ -393,3 +393,24 @@ def test_cli_unknown_profile_exits_2_with_one_line():
 def test_cli_help_lists_the_options():
     r = subprocess.run([CORDEE, "env", "check", "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--profile" in r.stdout and "--json" in r.stdout
+
+
+def test_cli_storage_section_and_exit_code(tmp_path):
+    """The storage checks (cordee.storage.checks) in the table; a failing one raises the exit code.
+    A tiny free-space threshold cannot be crossed by a real filesystem upward, so 100% is used to make
+    the checkpoint filesystem fail (free < 100%) on this machine's real /dev/shm."""
+    env = {**CSCS.as_env(), **TWO_NODES, "HOME": str(tmp_path)}
+    r = cli("--profile", "slingshot-cscs", "--data", str(tmp_path), "--checkpoints", "/dev/shm", **env)
+    assert r.returncode == 0 and r.stderr == "", r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    start = lines.index("storage:")
+    assert lines[start + 1].split()[:2] == ["ok", "storage.cache.TRITON_CACHE_DIR"]
+    assert any("skipped: /dev/shm is on tmpfs, not Lustre" in line for line in lines[start:])
+    assert lines[-1].startswith("summary: ")
+    r = cli("--profile", "slingshot-cscs", "--checkpoints", "/dev/shm", "--json",
+            **env, CORDEE_FREE_WARN_PCT="100", CORDEE_FREE_FAIL_PCT="100")  # fmt: skip
+    doc = json.loads(r.stdout)
+    assert r.returncode == 2 == doc["exit_code"]
+    assert {f["check"]: f["status"] for f in doc["storage"]}["storage.space"] == "fail"
+    r = cli("--profile", "slingshot-cscs", **env, CORDEE_FREE_WARN_PCT="x", CORDEE_CKPT_DIR="/dev/shm")
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and "CORDEE_FREE_WARN_PCT" in r.stderr

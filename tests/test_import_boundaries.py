@@ -32,6 +32,8 @@ FORBIDDEN = {
     # (preflight/citemplate checks --environment with the image-name grammar of images/spec)
     "preflight": ("cli", "edf", "containers", "train"),
     "train": ("cli", "images", "edf", "containers", "preflight", "interconnect"),
+    # filesystems and datasets: used by preflight, train (jobrender) and the io/data verbs
+    "storage": ("cli", "images", "containers", "preflight", "train", "bench", "interconnect"),
 }
 LAUNCH_PATH_ROOTS = ("cordee.cli", "cordee.cli.launch", "cordee.cli.env", "cordee.cli.env_check")
 

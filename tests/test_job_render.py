@@ -228,3 +228,103 @@ def test_time_formats():
     for bad in ("4:00", "00:60:00", "1-2", "", "04:00:00\n"):
         with pytest.raises(InputError):
             time_seconds(bad)
+
+
+# --- the checkpoint interval: --save-every, or Daly's from the trainer's metrics --------------------
+
+
+def metrics_file(path: Path, costs: list[float], step_time: float = 0.5) -> Path:
+    """A metrics file as the trainer writes it (cordee.train.metrics.step_record + checkpoint_s)."""
+    import json
+
+    from cordee.train.metrics import step_record
+
+    lines = []
+    for step, cost in enumerate(costs, 1):
+        record = step_record(step=step, loss=2.0, lr=1e-3, grad_norm=1.0, tokens=4096, step_time_s=step_time,
+                             world_size=8, flops_per_token=1e9, peak_tflops=None, device="cpu")  # fmt: skip
+        lines.append(json.dumps({**record, "time": 0.0, "checkpoint_s": cost}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def comment(script: str) -> str:
+    (line,) = [line for line in script.splitlines() if line.startswith("# Checkpoints: ")]
+    return line
+
+
+def test_save_every_is_rendered_as_the_interval():
+    r = cli(*BASE, "--config", "1b", "--save-every", "250")
+    assert r.returncode == 0, r.stderr
+    assert srun_words(r.stdout)[-1] == "checkpoint.interval=250"
+    assert comment(r.stdout) == "# Checkpoints: checkpoint.interval=250 from --save-every"
+
+
+def test_interval_from_the_metrics_is_dalys(tmp_path):
+    from cordee.storage.interval import daly_interval
+
+    costs = [0.0, 0.0, 0.0, 12.0, 0.0, 0.0, 10.0, 0.0, 0.0, 30.0, 0.0]  # median of the saves: 12 s
+    path = metrics_file(tmp_path / "metrics.jsonl", costs, step_time=0.5)
+    r = cli(*BASE, "--config", "1b", "--metrics", str(path), "--node-mtbf", "2000")
+    assert r.returncode == 0, r.stderr
+    expected = round(daly_interval(12.0, 2000 * 3600 / 2) / 0.5)  # BASE has 2 nodes
+    assert srun_words(r.stdout)[-1] == f"checkpoint.interval={expected}"
+    note = comment(r.stdout)
+    assert f"checkpoint.interval={expected} steps = Daly's interval" in note
+    assert "checkpoint cost 12 s (median of 3 saves in" in note and "step time 0.5 s" in note
+    assert "node MTBF 2000 h / 2 nodes" in note and "Daly, FGCS 22(3), 2006" in note
+    check_script = tmp_path / "job.sh"
+    check_script.write_text(r.stdout)
+    check_shell(check_script, severity="error")
+
+
+def test_given_cost_and_step_time_override_the_measured_ones(tmp_path):
+    from cordee.storage.interval import daly_interval
+
+    path = metrics_file(tmp_path / "m.jsonl", [0.0, 5.0, 0.0])
+    r = cli(*BASE, "--config", "1b", "--metrics", str(path), "--ckpt-cost", "60", "--mtbf", "10")
+    assert srun_words(r.stdout)[-1] == f"checkpoint.interval={round(daly_interval(60.0, 36000.0) / 0.5)}"
+    r = cli(*BASE, "--config", "1b", "--ckpt-cost", "60", "--step-time", "2", "--mtbf", "10")
+    assert srun_words(r.stdout)[-1] == f"checkpoint.interval={round(daly_interval(60.0, 36000.0) / 2)}"
+    assert "--ckpt-cost 60 s, --step-time 2 s, MTBF 10 h" in comment(r.stdout)
+
+
+def test_a_hostile_metrics_path_stays_inside_the_comment(tmp_path):
+    path = metrics_file(tmp_path / "m\n$(id).jsonl", [0.0, 5.0])
+    r = cli(*BASE, "--config", "1b", "--metrics", str(path), "--mtbf", "10")
+    assert r.returncode == 0, r.stderr
+    assert "\\n$(id).jsonl" in comment(r.stdout) and not any(
+        line.startswith("$(id)") for line in r.stdout.splitlines())  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--metrics", "{nockpt}", "--mtbf", "5"], "no checkpoint records"),
+        (["--metrics", "{missing}", "--mtbf", "5"], "--metrics"),
+        (["--metrics", "{dir}", "--mtbf", "5"], "directory"),
+        (["--metrics", "{good}"], "needs the MTBF"),
+        (["--metrics", "{good}", "--mtbf", "5", "--node-mtbf", "5"], "needs the MTBF"),
+        (["--ckpt-cost", "5", "--mtbf", "5"], "--step-time"),
+        (["--save-every", "10", "--metrics", "{good}", "--mtbf", "5"], "--save-every sets the interval"),
+        (["--save-every", "0"], "--save-every"),
+        (["--save-every", "10", "--set", "checkpoint.interval=5"], "give one"),
+        (["--mtbf", "nan", "--metrics", "{good}"], "--mtbf"),
+        (["--ckpt-cost", "1e400", "--step-time", "1", "--mtbf", "5"], "--ckpt-cost"),
+    ],
+)
+def test_bad_interval_input_exits_2_with_one_line(tmp_path, args, fragment):
+    paths = {
+        "nockpt": metrics_file(tmp_path / "n.jsonl", [0.0, 0.0]),
+        "good": metrics_file(tmp_path / "g.jsonl", [3.0]),
+        "missing": tmp_path / "none.jsonl", "dir": tmp_path,
+    }  # fmt: skip
+    r = cli(*BASE, "--config", "1b", *(a.format(**paths) for a in args))
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], r.stderr
+
+
+def test_interval_with_command_is_refused(tmp_path):
+    r = cli(*BASE, "--command", "python x.py", "--save-every", "5")
+    assert r.returncode == 2 and "does not apply" in r.stderr

@@ -1,7 +1,8 @@
-"""`cordee env check [--profile P] [--json]`: the live environment against a fabric profile.
+"""`cordee env check [--profile P] [--data DIR] [--checkpoints DIR] [--json]`: the live environment
+against a fabric profile, and the storage checks (cordee.storage.checks).
 
-Exit code: 0 all ok, 1 warnings (missing or different values), 2 a dangerous value or bad
-input (an unknown profile: one line naming the known ones)."""
+Exit code: 0 all ok, 1 warnings (missing or different values, storage warnings), 2 a dangerous
+value, a storage failure or bad input (an unknown profile: one line naming the known ones)."""
 
 from __future__ import annotations
 
@@ -54,7 +55,20 @@ def _table(report, profile, chosen: str) -> list[str]:
     return lines
 
 
-CHECK_HELP = "Check the live environment against a fabric profile: missing, different and dangerous values."
+CHECK_HELP = (
+    "Check the live environment against a fabric profile (missing, different and dangerous values) "
+    "and its storage: caches on a shared filesystem (Triton, TorchInductor, Hugging Face, CUDA's JIT "
+    "cache without CUDA_CACHE_DISABLE=1), the Lustre layout of the data and checkpoint directories, "
+    "free space and inodes where checkpoints go. Exit 0 ok, 1 warnings, 2 dangerous values, failures "
+    "or bad input."
+)
+_STORAGE_EXIT = {"ok": 0, "skip": 0, "warn": 1, "fail": 2}
+
+
+def _storage_lines(findings) -> list[str]:
+    rows = [(f.status, f.check, f.detail) for f in findings]
+    width = max(len(r[1]) for r in rows)
+    return ["", "storage:"] + [f"  {s:<5} {c:<{width}}  {d}" for s, c, d in rows]
 
 
 @click.command("check", help=CHECK_HELP, short_help=CHECK_HELP)
@@ -65,11 +79,22 @@ CHECK_HELP = "Check the live environment against a fabric profile: missing, diff
     default=None,
     help="Fabric profile to check against (default: suggested from node count and hardware).",
 )
+@click.option(
+    "--data", "data_dir", metavar="DIR", envvar="CORDEE_DATA_DIR", default=None,
+    help="dataset directory: its Lustre layout is checked (default: $CORDEE_DATA_DIR).",
+)  # fmt: skip
+@click.option(
+    "--checkpoints", "ckpt_dir", metavar="DIR", envvar="CORDEE_CKPT_DIR", default=None,
+    help="checkpoint directory: its Lustre layout, free space and inodes are checked (default: "
+    "$CORDEE_CKPT_DIR; warn below $CORDEE_FREE_WARN_PCT, default 10, fail below $CORDEE_FREE_FAIL_PCT, "
+    "default 2 percent free).",
+)  # fmt: skip
 @json_option("cordee.envcheck/1")
-def command(profile_name: str | None, as_json: bool) -> int:
+def command(profile_name: str | None, data_dir: str | None, ckpt_dir: str | None, as_json: bool) -> int:
     from cordee import profiles
     from cordee.launch.launchenv import detect
     from cordee.profiles.check import check_environment
+    from cordee.storage.checks import storage_findings
 
     environ = dict(os.environ)
     nnodes = detect(environ).nnodes
@@ -79,10 +104,17 @@ def command(profile_name: str | None, as_json: bool) -> int:
         chosen = "--profile"
     profile = profiles.load(profile_name)
     report = check_environment(profile, environ, nnodes)
+    storage = storage_findings(environ, data_dir=data_dir, ckpt_dir=ckpt_dir)
+    code = max(report.exit_code, *(_STORAGE_EXIT[f.status] for f in storage))
     if as_json:
         doc = report.to_dict()
         doc["chosen"] = chosen
+        doc["storage"] = [f.as_dict() for f in storage]
+        doc["exit_code"] = code
         print(json.dumps(doc, indent=2))
     else:
-        print("\n".join(_table(report, profile, chosen)))
-    return report.exit_code
+        lines = _table(report, profile, chosen)
+        print("\n".join([*lines[:-2], *_storage_lines(storage), "", lines[-1]]))
+        if code != report.exit_code:
+            print(f"storage: {'failures' if code == 2 else 'warnings'} -> exit {code}")
+    return code

@@ -24,7 +24,9 @@ def command() -> None:
     "earlier); the trainer saves a checkpoint and exits 75, and the chain continues: singleton "
     "mode queues a successor with --dependency=singleton, requeue mode requeues the job. Exit 0 "
     "ends the chain; --max-failures consecutive failures stop it. The signal must be one of the "
-    "trainer's stop_signals (default SIGUSR1, SIGUSR2, SIGTERM).",
+    "trainer's stop_signals (default SIGUSR1, SIGUSR2, SIGTERM). The checkpoint interval: "
+    "--save-every N, or computed by Daly's formula from the trainer's --metrics (or --ckpt-cost and "
+    "--step-time) and --mtbf (or --node-mtbf); the script's comment says where it came from.",
 )
 @click.option("--name", required=True, metavar="NAME", help="job name; the chain's jobs share it")
 @click.option("--nodes", required=True, type=Number(int, 1, 100_000), metavar="N")
@@ -48,21 +50,44 @@ def command() -> None:
 @click.option("--partition", metavar="P")
 @click.option("--output", metavar="PATTERN", help="#SBATCH --output (%x job name, %j job id)")
 @click.option("--out", metavar="FILE", help="write the script to FILE (atomically) instead of stdout")
+@click.option(
+    "--save-every", type=Number(int, 1, 10**9), metavar="N",
+    help="checkpoint.interval=N, as given (excludes the computed interval below)",
+)  # fmt: skip
+@click.option(
+    "--metrics", metavar="FILE.jsonl",
+    help="the trainer's metrics file (metrics_file): the median checkpoint cost (checkpoint_s of "
+    "the steps that saved) and step time give Daly's interval, rendered as checkpoint.interval",
+)  # fmt: skip
+@click.option("--ckpt-cost", "ckpt_cost_s", type=Number(float, 1e-6, 30 * 86400.0), metavar="S",
+              help="checkpoint cost in seconds (instead of the measured one)")  # fmt: skip
+@click.option("--step-time", "step_time_s", type=Number(float, 1e-6, 86400.0), metavar="S",
+              help="seconds per step (instead of the measured one)")  # fmt: skip
+@click.option("--mtbf", "mtbf_h", type=Number(float, 1e-6, 1e7), metavar="HOURS",
+              help="the job's mean time between failures, for the computed interval")  # fmt: skip
+@click.option("--node-mtbf", "node_mtbf_h", type=Number(float, 1e-6, 1e7), metavar="HOURS",
+              help="one node's MTBF: the job's is node MTBF / --nodes")  # fmt: skip
 def render(
     name, nodes, ntasks_per_node, time_limit, environment, config, overrides, command_line, sig,
-    signal_before, chain, max_failures, state_dir, account, partition, output, out,
+    signal_before, chain, max_failures, state_dir, account, partition, output, out, save_every, metrics,
+    ckpt_cost_s, step_time_s, mtbf_h, node_mtbf_h,
 ) -> int:  # fmt: skip
     from cordee.errors import InputError
     from cordee.fileio import write_atomic
-    from cordee.train.jobrender import JobOptions, render_job, split_command
+    from cordee.train.jobrender import JobOptions, checkpoint_interval, render_job, split_command
 
     if command_line is not None and (config or overrides):
         raise InputError("cordee job render: --command replaces `cordee train`: drop --config and --set")
+    every, note = checkpoint_interval(
+        save_every=save_every, metrics=metrics, ckpt_cost_s=ckpt_cost_s, step_time_s=step_time_s,
+        mtbf_h=mtbf_h, node_mtbf_h=node_mtbf_h, nodes=nodes,
+    )  # fmt: skip
     opts = JobOptions(
         name=name, nodes=nodes, ntasks_per_node=ntasks_per_node, time=time_limit, config=config,
         overrides=tuple(overrides), command=split_command(command_line) if command_line is not None else (),
         environment=environment, signal=sig, signal_before=signal_before, chain=chain,
         max_failures=max_failures, state_dir=state_dir, account=account, partition=partition, output=output,
+        save_every=every, save_every_note=note,
     )  # fmt: skip
     text = render_job(opts)
     if out is None:

@@ -137,6 +137,36 @@ def parse_mount(text: str) -> tuple[Mount | None, list[Problem]]:
     return mount._replace(src=src), problems
 
 
+def _homes(environ: Mapping[str, str]) -> set[str]:
+    """The user's home directory under every name it may go by: $HOME, /users/$USER (CSCS), and
+    the home in the passwd entry of $USER (or of this process's user)."""
+    import pwd
+
+    homes = {environ.get("HOME", "")}
+    user = environ.get("USER", "")
+    if user:
+        homes.add(f"/users/{user}")
+    try:
+        homes.add(pwd.getpwnam(user).pw_dir if user else pwd.getpwuid(os.getuid()).pw_dir)
+    except (KeyError, ValueError):  # no such user; a NUL in the name
+        pass
+    return {os.path.normpath(h) for h in homes if h.startswith("/") and os.path.normpath(h) != "/"}
+
+
+def whole_home(written: str, source: str, environ: Mapping[str, str]) -> list[Problem]:
+    """A warning when a mount's source is the user's whole home directory (`written` as in the
+    file, `source` after ${VAR} expansion): `$HOME`, `${HOME}`, `~`, `/users/$USER` or the home
+    itself. CSCS guidance (cscs-docs container-engine/run.md, storage guide): mount only the
+    subdirectories a job needs; all of $HOME brings every dotfile, cache and credential into the
+    container and ties the job to the home filesystem."""
+    literal = written.rstrip("/") in ("$HOME", "${HOME}", "~")
+    expanded = source.startswith("/") and os.path.normpath(source) in _homes(environ)
+    if not (literal or expanded):
+        return []
+    return [("warning", f"source {source} mounts all of $HOME: mount only the subdirectories the job "
+                        f"needs (e.g. {source.rstrip('/')}/project:/project)")]  # fmt: skip
+
+
 def _squashfs_file(path: str, what: str) -> list[Problem]:
     """A missing file is a warning: the check may run on another machine than the job."""
     if not os.path.lexists(path):

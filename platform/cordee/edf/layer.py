@@ -153,6 +153,7 @@ class _Parser:
             if text is None:
                 continue
             mount, problems = fields.parse_mount(text)
+            problems += fields.whole_home(item.split(":", 1)[0], text.split(":", 1)[0], self.environ)
             self._add(field, problems)
             if mount is not None and all(severity != "error" for severity, _ in problems):
                 self.own["mounts"].append(mount)

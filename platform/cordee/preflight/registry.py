@@ -1,7 +1,8 @@
 """The checks of each level, in the order they run.
 
 quick: the environment and the GPUs through NVML, once per node, without torch (`cordee launch
---preflight quick` runs it in every task); standard: quick + GEMM and memory copy on every rank,
+--preflight quick` runs it in every task); standard: quick + the storage checks (storage_checks,
+once per node, no torch) + GEMM and memory copy on every rank,
 stragglers, verified collectives within and across nodes, bad-node isolation; long: the standard
 checks with larger sweeps and more iterations. The torch checks live in a module loaded by name
 when a level needs them, so that nothing on the quick path can import torch.
@@ -73,6 +74,9 @@ def checks(level: str, environ: Mapping[str, str] | None = None) -> list[Check]:
     else:
         found = quick_checks()
         if level != "quick":
+            from cordee.preflight.storage_checks import storage_checks
+
+            found += storage_checks()
             found += importlib.import_module(TORCH_CHECKS).checks(level)
     return [c for c in found if level_includes(level, c.level)]
 

@@ -25,10 +25,11 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from cordee.errors import InputError, shown
+from cordee.errors import InputError, one_line, shown
 
 CHAINS = ("singleton", "requeue")
 MAX_SIGNAL_BEFORE_S = 65535  # sbatch(1): sig_time is at most 65535 seconds
+MAX_SAVE_EVERY = 10**9  # the trainer's bound on checkpoint.interval
 _SBATCH_WORD = re.compile(r"[A-Za-z0-9._+-]{1,128}", re.ASCII)
 _OUTPUT = re.compile(r"[A-Za-z0-9._%/+-]{1,512}", re.ASCII)
 _TIME = re.compile(r"(?:([0-9]{1,3})-)?([0-9]{1,3}):([0-5][0-9]):([0-5][0-9])", re.ASCII)
@@ -53,6 +54,8 @@ class JobOptions:
     account: str | None = None
     partition: str | None = None
     output: str | None = None  # #SBATCH --output pattern (%x job name, %j job id)
+    save_every: int | None = None  # checkpoint.interval in steps (see checkpoint_interval)
+    save_every_note: str = ""  # where that number comes from, for the script's comment
 
 
 def time_seconds(text: str) -> int:
@@ -96,7 +99,62 @@ def _step_words(opts: JobOptions) -> list[str]:
     if not opts.config:
         raise InputError("cordee job render: --config is required (or --command for another program)")
     words = ["cordee", "train", "--config", _printable(opts.config, "--config")]
-    return words + [_override(o) for o in opts.overrides]
+    interval = [f"checkpoint.interval={opts.save_every}"] if opts.save_every is not None else []
+    return words + [_override(o) for o in opts.overrides] + interval
+
+
+def checkpoint_interval(
+    *, save_every: int | None = None, metrics: str | None = None, ckpt_cost_s: float | None = None,
+    step_time_s: float | None = None, mtbf_h: float | None = None, node_mtbf_h: float | None = None,
+    nodes: int = 1,
+) -> tuple[int | None, str]:  # fmt: skip
+    """(checkpoint.interval in steps, where it comes from), or (None, "") when nothing was asked.
+
+    --save-every N is taken as it is. Otherwise Daly's interval (cordee.storage.interval) from the
+    checkpoint cost and step time -- measured: the medians of the trainer's metrics file (records
+    with checkpoint_s > 0, and step_time_s), or given: --ckpt-cost / --step-time (each overrides the
+    measured value) -- and the job's MTBF: --mtbf HOURS, or --node-mtbf HOURS / the job's nodes."""
+    from cordee.storage import interval
+
+    computed = (metrics, ckpt_cost_s, step_time_s, mtbf_h, node_mtbf_h)
+    if save_every is not None:
+        if any(v is not None for v in computed):
+            drop = "--metrics, --ckpt-cost, --step-time, --mtbf, --node-mtbf"
+            raise InputError(f"--save-every sets the interval itself: drop {drop}")
+        return save_every, f"checkpoint.interval={save_every} from --save-every"
+    if all(v is None for v in computed):
+        return None, ""
+    if (mtbf_h is None) == (node_mtbf_h is None):
+        raise InputError(
+            "the checkpoint interval needs the MTBF: give --mtbf HOURS or --node-mtbf HOURS (one)"
+        )
+    if metrics is None and (ckpt_cost_s is None or step_time_s is None):
+        raise InputError(
+            "the checkpoint interval needs --metrics FILE.jsonl, or --ckpt-cost S with --step-time S"
+        )
+    measured = interval.measured_from_metrics(metrics) if metrics is not None else None
+    cost = ckpt_cost_s if ckpt_cost_s is not None else measured.cost_s
+    step = step_time_s if step_time_s is not None else measured.step_time_s
+    if mtbf_h is not None:
+        mtbf_s, mtbf_from = mtbf_h * interval.HOUR_S, f"MTBF {mtbf_h:g} h"
+    else:
+        mtbf_s = interval.job_mtbf_s(node_mtbf_h, nodes)
+        mtbf_from = f"MTBF {mtbf_s / interval.HOUR_S:.4g} h = node MTBF {node_mtbf_h:g} h / {nodes} nodes"
+    plan = interval.plan(cost, mtbf_s, step)
+    if ckpt_cost_s is not None:
+        cost_from = f"--ckpt-cost {cost:g} s"
+    else:
+        cost_from = f"checkpoint cost {cost:.4g} s (median of {measured.saves} saves in {shown(metrics)})"
+    if step_time_s is not None:
+        step_from = f"--step-time {step:g} s"
+    else:
+        step_from = f"step time {step:.4g} s (median of {measured.steps} steps)"
+    note = (
+        f"checkpoint.interval={plan.daly_steps} steps = Daly's interval {plan.daly_s:.1f} s "
+        f"(expected loss {100 * plan.loss_daly:.2f}%) from {cost_from}, {step_from}, {mtbf_from}; "
+        f"J. T. Daly, FGCS 22(3), 2006"
+    )
+    return plan.daly_steps, note
 
 
 def render_context(opts: JobOptions) -> dict:
@@ -113,6 +171,16 @@ def render_context(opts: JobOptions) -> dict:
             f"--signal-before {opts.signal_before}: must be 1..{min(limit - 1, MAX_SIGNAL_BEFORE_S)} "
             f"seconds (less than --time {opts.time})"
         )
+    if opts.save_every is not None:
+        if opts.command:
+            raise InputError("--command replaces `cordee train`: the checkpoint interval does not apply")
+        if any(o.partition("=")[0] == "checkpoint.interval" for o in opts.overrides):
+            raise InputError(
+                "--set checkpoint.interval=... and a computed or --save-every interval: give one"
+            )
+        every = opts.save_every
+        if isinstance(every, bool) or not isinstance(every, int) or not 1 <= every <= MAX_SAVE_EVERY:
+            raise InputError(f"--save-every {shown(opts.save_every)}: must be an integer 1..{MAX_SAVE_EVERY}")
     for value, what, lo, hi in (
         (opts.nodes, "--nodes", 1, 100_000), (opts.ntasks_per_node, "--ntasks-per-node", 1, 1024),
         (opts.max_failures, "--max-failures", 1, 1000),
@@ -136,6 +204,7 @@ def render_context(opts: JobOptions) -> dict:
         "output": opts.output and _sbatch_value(opts.output, "--output", _OUTPUT),
         "environment": opts.environment and _printable(opts.environment, "--environment"),
         "step": ["cordee", "launch", "--", *_step_words(opts)],
+        "save_every_note": one_line(opts.save_every_note),
     }
 
 

@@ -1,0 +1,1 @@
+"""Storage for training data: datasets packed into reproducible squashfs images (`cordee data pack`)."""
