@@ -57,11 +57,15 @@ def error_of(source: str, overrides=()) -> str:
 def test_every_shipped_config_loads_and_fits_one_rank():
     assert set(shipped_configs()) >= {"tiny", "125m", "1b", "8b"}
     for name in shipped_configs():
+        first_line = (CONFIGS_DIR / f"{name}.toml").read_text().splitlines()[0]
+        assert first_line.startswith(f"# {name}:")  # each file says where its shape comes from
+        if name.startswith("finetune-"):  # the shape is the Hugging Face model's: none without it
+            with pytest.raises(InputError, match=r"needs model\.from_hf=DIR"):
+                load_config(name, [])
+            continue
         cfg = load_config(name, [])
         assert cfg.name == name
         check_world(cfg, 1)
-        first_line = (CONFIGS_DIR / f"{name}.toml").read_text().splitlines()[0]
-        assert first_line.startswith(f"# {name}:")  # each file says where its shape comes from
 
 
 def test_a_file_with_only_the_required_keys_gets_the_defaults(tmp_path):
@@ -177,7 +181,7 @@ def test_errors_in_a_file_name_the_file(tmp_path):
 
 def test_files_that_cannot_be_read(tmp_path):
     assert error_of("no-such-config") == (
-        "config 'no-such-config': no such file and not a shipped config (125m, 1b, 8b, tiny)"
+        "config 'no-such-config': no such file and not a shipped config (125m, 1b, 8b, finetune-apertus, finetune-llama, tiny)"
     )
     assert "cannot read" in error_of(str(tmp_path / "missing.toml"))
     assert "a directory, not a regular file" in error_of(str(tmp_path))
@@ -263,3 +267,42 @@ def test_readme_documents_exactly_the_keys_of_the_code():
     for key, row in code.items():
         assert documented[key] == row, f"{key}: README says {documented[key]}, code {row}; {regenerate}"
     assert key_table_markdown() in README.read_text()
+
+
+def test_pre_training_hash_is_that_of_the_model_keys_before_fine_tuning():
+    # the keys fine-tuning added stay out of the hash at their defaults: old checkpoints resume
+    import hashlib
+    import json
+
+    cfg = load_config("tiny")
+    before = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "max_seq_len")
+    before += ("rope_theta", "norm_eps")
+    fixed = {
+        "model": {k: getattr(cfg.model, k) for k in before},
+        "data": dataclasses.asdict(cfg.data),
+        "seq_len": cfg.seq_len,
+        "global_batch": cfg.global_batch,
+        "seed": cfg.seed,
+    }
+    assert config_hash(cfg) == hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
+    assert config_hash(load_config("tiny", ["model.arch=apertus"])) != config_hash(cfg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["model.head_dim=7"], "model.head_dim: 7: rotary embeddings need an even head size"),
+        (["model.dim=66", "model.head_dim=16"], None),  # an explicit head size need not divide dim
+        (["model.arch=gpt2"], "model.arch: 'gpt2' is not one of llama, apertus"),
+        (
+            ["model.rope_scaling=llama3", "model.rope_low_freq_factor=4"],
+            "model.rope_low_freq_factor: 4.0 must be below model.rope_high_freq_factor 4.0",
+        ),
+        (["model.from_hf=/nonexistent/model"], "model.from_hf '/nonexistent/model': does not exist"),
+    ],
+)
+def test_model_variant_keys_are_checked(overrides, expected):
+    if expected is None:
+        assert load_config("tiny", overrides).model.head_size == 16
+    else:
+        assert expected in error_of("tiny", overrides)

@@ -39,14 +39,47 @@ class ModelConfig:
     vocab_size: int = _key("vocabulary size (embedding and output rows); >= the tokenizer's", lo=2, hi=2**32)
     dim: int = _key("hidden size (model width)", lo=1, hi=65536)
     n_layers: int = _key("number of transformer blocks", lo=1, hi=1024)
-    n_heads: int = _key("attention heads; must divide dim, head size dim/n_heads must be even", lo=1, hi=1024)
+    n_heads: int = _key(
+        "attention heads; must divide dim unless head_dim is set, head size must be even", lo=1, hi=1024
+    )
     n_kv_heads: int = _key("key/value heads (grouped-query attention); must divide n_heads", lo=1, hi=1024)
-    ffn_dim: int = _key("hidden size of the SwiGLU feed-forward", lo=1, hi=1 << 20)
+    ffn_dim: int = _key("hidden size of the feed-forward (SwiGLU or xIELU MLP)", lo=1, hi=1 << 20)
     max_seq_len: int = _key(
         "longest sequence the model is built for (seq_len must not exceed it)", lo=1, hi=1 << 20
     )
     rope_theta: float = _key("rotary embedding base", 10000.0, gt=0.0)
     norm_eps: float = _key("RMSNorm epsilon", 1e-5, gt=0.0, lt=1.0)
+    from_hf: str = _key(
+        'Hugging Face model directory to start from (shape: config.json, weights: safetensors); "" = none',
+        "",
+    )
+    arch: str = _key(
+        '"llama" (SwiGLU) or "apertus" (q/k RMSNorm per head, xIELU MLP)',
+        "llama",
+        choices=("llama", "apertus"),
+    )
+    head_dim: int = _key("size of one attention head; 0 = dim / n_heads", 0, lo=0, hi=65536)
+    tie_embeddings: bool = _key("the output projection reuses the input embedding's weight", False)
+    rope_scaling: str = _key(
+        '"none" or "llama3" (Llama 3.1 frequency scaling by the rope_* keys)',
+        "none",
+        choices=("none", "llama3"),
+    )
+    rope_factor: float = _key("llama3 scaling: low frequencies divided by this", 8.0, gt=0.0, hi=1e6)
+    rope_low_freq_factor: float = _key(
+        "llama3 scaling: wavelengths above original/this are scaled", 1.0, gt=0.0, hi=1e6
+    )
+    rope_high_freq_factor: float = _key(
+        "llama3 scaling: wavelengths below original/this are kept", 4.0, gt=0.0, hi=1e6
+    )
+    rope_original_max_len: int = _key(
+        "llama3 scaling: the context length of pre-training", 8192, lo=1, hi=1 << 24
+    )
+
+    @property
+    def head_size(self) -> int:
+        """The size of one attention head: head_dim, or dim / n_heads when head_dim is 0."""
+        return self.head_dim or self.dim // self.n_heads
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -297,12 +330,24 @@ def _check_rules(where: str, key: str, f: dataclasses.Field, value) -> None:
 def _check_relations(where: str, cfg: TrainConfig) -> None:
     m, head = cfg.model, cfg.model.dim // cfg.model.n_heads
     problems = [
-        (m.dim % m.n_heads, f"model.n_heads: {m.n_heads} does not divide model.dim {m.dim}"),
+        (
+            not m.head_dim and m.dim % m.n_heads,
+            f"model.n_heads: {m.n_heads} does not divide model.dim {m.dim}",
+        ),
         (
             m.n_heads % m.n_kv_heads,
             f"model.n_kv_heads: {m.n_kv_heads} does not divide model.n_heads {m.n_heads}",
         ),
-        (head % 2, f"model.dim / model.n_heads = {head}: rotary embeddings need an even head size"),
+        (
+            not m.head_dim and head % 2,
+            f"model.dim / model.n_heads = {head}: rotary embeddings need an even head size",
+        ),
+        (m.head_dim % 2, f"model.head_dim: {m.head_dim}: rotary embeddings need an even head size"),
+        (
+            m.rope_scaling == "llama3" and m.rope_low_freq_factor >= m.rope_high_freq_factor,
+            f"model.rope_low_freq_factor: {m.rope_low_freq_factor} must be below model.rope_high_freq_factor"
+            f" {m.rope_high_freq_factor}",
+        ),
         (
             cfg.seq_len > m.max_seq_len,
             f"seq_len: {cfg.seq_len} is longer than model.max_seq_len {m.max_seq_len}",
@@ -330,6 +375,13 @@ def load_config(source: str, overrides: list[str] | tuple[str, ...] = ()) -> Tra
     }
     flat |= dict(_parse_override(item, schema) for item in overrides)
     where = f"{label} with overrides" if overrides else label
+    if flat.get("model.from_hf"):
+        _fill_from_hf(where, flat)
+    elif not any(k in flat for k in _SHAPE_KEYS):  # a fine-tuning config: the shape is the model's
+        raise InputError(
+            f"{where}: needs model.from_hf=DIR (a Hugging Face model directory) or the model's shape"
+            f" ({', '.join(_SHAPE_KEYS)})"
+        )
     values: dict[str, dict] = {"": {}, **{s: {} for s in SECTIONS}}
     for key, (f, _) in schema.items():
         section, _, name = key.rpartition(".")
@@ -337,11 +389,34 @@ def load_config(source: str, overrides: list[str] | tuple[str, ...] = ()) -> Tra
             _check_rules(where, key, f, flat[key])
             values[section][name] = flat[key]
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise InputError(f"{where}: missing key {shown(key)} ({f.metadata['doc']})")
+            hint = " or model.from_hf=DIR (a Hugging Face model)" if key.startswith("model.") else ""
+            raise InputError(f"{where}: missing key {shown(key)} ({f.metadata['doc']}){hint}")
     parts = {s: cls(**values[s]) for s, cls in SECTIONS.items()}
     cfg = TrainConfig(**values[""], **parts)
     _check_relations(where, cfg)
     return cfg
+
+
+_SHAPE_KEYS = tuple(
+    f"model.{f.name}" for f in dataclasses.fields(ModelConfig) if f.default is dataclasses.MISSING
+)
+
+
+def _fill_from_hf(where: str, flat: dict) -> None:
+    """The model keys read from model.from_hf's config.json, into `flat`; a key the file or an
+    override also sets must agree with it (a silent override would build another model)."""
+    from cordee.train.hfconfig import model_fields  # deferred: only fine-tuning reads config.json
+
+    path = flat["model.from_hf"]
+    for name, value in model_fields(path).items():
+        key = f"model.{name}"
+        if key in flat and flat[key] != value:
+            given, theirs = (shown(v) if isinstance(v, str) else _toml_value(v) for v in (flat[key], value))
+            raise InputError(
+                f"{where}: {key} = {given} but model.from_hf {shown(path)} has {theirs}"
+                f" (leave {key} out to take the model's)"
+            )
+        flat[key] = value
 
 
 def check_world(cfg: TrainConfig, world_size: int) -> None:
@@ -373,10 +448,25 @@ def config_hash(cfg: TrainConfig) -> str:
     """A hash of what must not change across a resume: the model shape, the data (path, order seed,
     sequence length, global batch: together they fix which samples step k reads) and the seed."""
     fixed = {
-        "model": dataclasses.asdict(cfg.model),
+        "model": _model_identity(cfg.model),
         "data": dataclasses.asdict(cfg.data),
         "seq_len": cfg.seq_len,
         "global_batch": cfg.global_batch,
         "seed": cfg.seed,
     }
     return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# keys that came after the first checkpoints: left out of the hash at their default, so that a
+# pre-training run's hash (and its checkpoints' resume) is what it was before they existed
+_LATER_KEYS = ("arch", "head_dim", "tie_embeddings", "rope_scaling", "rope_factor", "rope_low_freq_factor",
+               "rope_high_freq_factor", "rope_original_max_len")  # fmt: skip
+
+
+def _model_identity(m: ModelConfig) -> dict:
+    """The model fields a resume must keep. Not from_hf: the weights then come from the
+    checkpoint, and the Hugging Face directory may move between the jobs of a chain."""
+    defaults = ModelConfig(vocab_size=2, dim=1, n_layers=1, n_heads=1, n_kv_heads=1, ffn_dim=1, max_seq_len=1)
+    fields = dataclasses.asdict(m)
+    del fields["from_hf"]
+    return {k: v for k, v in fields.items() if k not in _LATER_KEYS or v != getattr(defaults, k)}

@@ -1,10 +1,14 @@
 """The reference decoder-only transformer, Llama style: RMSNorm before attention and feed-forward,
-rotary position embeddings, SwiGLU, grouped-query attention, untied output projection.
+rotary position embeddings, SwiGLU, grouped-query attention, untied output projection. The
+"apertus" variant (Hugging Face `transformers.models.apertus`) adds an RMSNorm per head on queries
+and keys and replaces SwiGLU by up-projection -> xIELU -> down-projection; either may tie the
+output projection to the embedding and scale rotary frequencies as Llama 3.1 does.
 
 Built for FSDP2 and torch.compile: blocks are the units `fully_shard` wraps (`.layers`, each
-called as `block(x)`), forward has no data-dependent Python branches, and the rotary frequencies
-are non-persistent buffers that `init_weights` recomputes (so a model built on the meta device
-and materialized with `to_empty` is complete). No dropout: a run is a pure function of its seeds.
+called as `block(x, positions, mask)`), forward has no data-dependent Python branches, and the
+rotary frequencies are non-persistent buffers that `reset_buffers` recomputes (so a model built on
+the meta device and materialized with `to_empty` is complete). No dropout: a run is a pure
+function of its seeds.
 """
 
 from __future__ import annotations
@@ -21,19 +25,25 @@ from cordee.train.config import ModelConfig
 
 def num_params(cfg: ModelConfig, embeddings: bool = True) -> int:
     """Parameters of Transformer(cfg), counted from the shape. `embeddings=False` leaves out the
-    input embedding and the output projection."""
-    head = cfg.dim // cfg.n_heads
+    input embedding and the output projection (one table when they are tied)."""
+    head = cfg.head_size
     attention = cfg.dim * head * (cfg.n_heads + 2 * cfg.n_kv_heads) + cfg.n_heads * head * cfg.dim
-    block = attention + 3 * cfg.dim * cfg.ffn_dim + 2 * cfg.dim
+    if cfg.arch == "apertus":  # q/k norms; up + down projections and xIELU's two alphas
+        block = attention + 2 * head + 2 * cfg.dim * cfg.ffn_dim + 2 + 2 * cfg.dim
+    else:
+        block = attention + 3 * cfg.dim * cfg.ffn_dim + 2 * cfg.dim
     total = cfg.n_layers * block + cfg.dim  # the final norm
-    return total + (2 * cfg.vocab_size * cfg.dim if embeddings else 0)
+    tables = 1 if cfg.tie_embeddings else 2
+    return total + (tables * cfg.vocab_size * cfg.dim if embeddings else 0)
 
 
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     """Model FLOPs of one training token (forward + backward): 6 x parameters + 12 x layers x
-    width x seq_len for causal attention (the PaLM paper, appendix B, and llm-foundry's
-    convention). Parameters include both embedding tables, as in llm-foundry's count."""
-    return 6.0 * num_params(cfg) + 12.0 * cfg.n_layers * cfg.dim * seq_len
+    attention width x seq_len for causal attention (the PaLM paper, appendix B, and llm-foundry's
+    convention). Parameters include both embedding tables, as in llm-foundry's count; a tied
+    output projection still does its matrix product, so it counts too."""
+    params = num_params(cfg) + (cfg.vocab_size * cfg.dim if cfg.tie_embeddings else 0)
+    return 6.0 * params + 12.0 * cfg.n_layers * cfg.n_heads * cfg.head_size * seq_len
 
 
 class RMSNorm(nn.Module):
@@ -55,47 +65,91 @@ def rotary_frequencies(head_dim: int, theta: float, device=None) -> torch.Tensor
     return (theta**-exponents).float()
 
 
+def llama3_scaled(inv_freq: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """Llama 3.1's frequency scaling (Hugging Face `modeling_rope_utils`, rope_type "llama3"):
+    wavelengths above original/low_freq_factor are stretched by `factor`, those below
+    original/high_freq_factor kept, the band between interpolated smoothly."""
+    freq = inv_freq.double()
+    wavelength = 2 * math.pi / freq
+    original, low, high = cfg.rope_original_max_len, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
+    smooth = (original / wavelength - low) / (high - low)
+    between = (1 - smooth) * freq / cfg.rope_factor + smooth * freq
+    scaled = torch.where(wavelength > original / low, freq / cfg.rope_factor, between)
+    return torch.where(wavelength < original / high, freq, scaled).float()
+
+
+def rope_frequencies(cfg: ModelConfig, device=None) -> torch.Tensor:
+    inv_freq = rotary_frequencies(cfg.head_size, cfg.rope_theta, device=device)
+    return llama3_scaled(inv_freq, cfg) if cfg.rope_scaling == "llama3" else inv_freq
+
+
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [B, T, heads, head_dim] rotated by the angles of positions 0..T-1 (cos, sin: [T, head_dim
-    / 2]), in fp32. The two halves of each head form the pairs (Hugging Face Llama's layout)."""
+    """x [B, T, heads, head_dim] rotated by the angles of its positions (cos, sin: [T, head_dim / 2]
+    for positions 0..T-1, or [B, T, head_dim / 2] per token), in fp32. The two halves of each head
+    form the pairs (Hugging Face Llama's layout)."""
     half = x.shape[-1] // 2
-    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
+    if cos.ndim == 2:
+        cos, sin = cos[None, :, None, :], sin[None, :, None, :]
+    else:
+        cos, sin = cos[:, :, None, :], sin[:, :, None, :]
     xf = x.float()
     x1, x2 = xf[..., :half], xf[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).type_as(x)
 
 
+def segment_mask(segments: torch.Tensor) -> torch.Tensor:
+    """[B, 1, T, T] bool: query i sees key j when j <= i and both lie in the same segment. B x T x T
+    bytes (8 MiB per sequence at T = 4096), and SDPA with a mask cannot take the fused causal
+    kernels: the price of packing several documents into one row."""
+    t = segments.shape[1]
+    causal = torch.ones(t, t, dtype=torch.bool, device=segments.device).tril()
+    return ((segments[:, :, None] == segments[:, None, :]) & causal)[:, None]
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.n_heads, self.n_kv_heads = cfg.n_heads, cfg.n_kv_heads
-        self.head_dim, self.rope_theta = cfg.dim // cfg.n_heads, cfg.rope_theta
+        self.cfg = cfg
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_size
         self.wq = nn.Linear(cfg.dim, cfg.n_heads * self.head_dim, bias=False)
         self.wk = nn.Linear(cfg.dim, cfg.n_kv_heads * self.head_dim, bias=False)
         self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(cfg.n_heads * self.head_dim, cfg.dim, bias=False)
+        self.qk_norm = cfg.arch == "apertus"
+        if self.qk_norm:
+            self.q_norm = RMSNorm(self.head_dim, cfg.norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, cfg.norm_eps)
         # A buffer of the block, not an input: FSDP2 casts floating-point block inputs to bf16,
         # which would put the angles off by up to 0.4%. Not saved; reset_rotary() rebuilds it.
-        self.register_buffer("inv_freq", rotary_frequencies(self.head_dim, cfg.rope_theta), persistent=False)
+        self.register_buffer("inv_freq", rope_frequencies(cfg), persistent=False)
 
     def reset_rotary(self) -> None:
-        self.inv_freq = rotary_frequencies(self.head_dim, self.rope_theta, device=self.inv_freq.device)
+        self.inv_freq = rope_frequencies(self.cfg, device=self.inv_freq.device)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, positions=None, mask=None) -> torch.Tensor:
         b, t, _ = x.shape
         # cos/sin recomputed every call (T x head_dim/2 values, fused by the compiler): cheaper
         # than a table per block, and exact in fp32 whatever the compute dtype
-        angles = torch.outer(torch.arange(t, device=x.device, dtype=torch.float32), self.inv_freq.float())
+        if positions is None:
+            angles = torch.outer(torch.arange(t, device=x.device, dtype=torch.float32), self.inv_freq.float())
+        else:
+            angles = positions[..., None].float() * self.inv_freq.float()
         cos, sin = angles.cos(), angles.sin()
-        q = apply_rotary(self.wq(x).view(b, t, self.n_heads, self.head_dim), cos, sin)
-        k = apply_rotary(self.wk(x).view(b, t, self.n_kv_heads, self.head_dim), cos, sin)
+        q = self.wq(x).view(b, t, self.n_heads, self.head_dim)
+        k = self.wk(x).view(b, t, self.n_kv_heads, self.head_dim)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         v = self.wv(x).view(b, t, self.n_kv_heads, self.head_dim)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, head_dim]
         repeat = self.n_heads // self.n_kv_heads
         if repeat > 1:  # grouped-query: each key/value head serves `repeat` query heads
             k = k.repeat_interleave(repeat, dim=1)
             v = v.repeat_interleave(repeat, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if mask is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.wo(out.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -110,16 +164,62 @@ class FeedForward(nn.Module):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
+XIELU_ALPHA_P, XIELU_ALPHA_N, XIELU_BETA, XIELU_EPS = 0.8, 0.8, 0.5, -1e-6  # transformers' defaults
+
+
+class XIELU(nn.Module):
+    """xIELU (arXiv 2411.13010) as `transformers.activations.XIELUActivation` computes it: trained
+    alpha_p, alpha_n (stored before softplus, shape [1]); beta and eps are saved constants."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alpha_p = nn.Parameter(torch.empty(1))
+        self.alpha_n = nn.Parameter(torch.empty(1))
+        self.register_buffer("beta", torch.tensor(XIELU_BETA))
+        self.register_buffer("eps", torch.tensor(XIELU_EPS))
+
+    def reset_constants(self) -> None:
+        self.beta.fill_(XIELU_BETA)
+        self.eps.fill_(XIELU_EPS)
+
+    @staticmethod
+    def initial_alphas() -> dict[str, float]:
+        """The stored values that give alpha_p = 0.8 and alpha_n = beta + 0.3 (softplus inverted)."""
+        inverse = lambda y: math.log(math.expm1(y))  # noqa: E731
+        return {"alpha_p": inverse(XIELU_ALPHA_P), "alpha_n": inverse(XIELU_ALPHA_N - XIELU_BETA)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        alpha_p = F.softplus(self.alpha_p)
+        alpha_n = self.beta + F.softplus(self.alpha_n)
+        positive = alpha_p * x * x + self.beta * x
+        negative = (torch.expm1(torch.minimum(x, self.eps)) - x) * alpha_n + self.beta * x
+        return torch.where(x > 0, positive, negative)
+
+
+class XIELUFeedForward(nn.Module):
+    """Apertus' MLP: up-projection, xIELU, down-projection (no gate)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.w3 = nn.Linear(dim, hidden, bias=False)  # up
+        self.w2 = nn.Linear(hidden, dim, bias=False)  # down
+        self.act = XIELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(self.act(self.w3(x)))
+
+
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.attention = Attention(cfg)
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.feed_forward = FeedForward(cfg.dim, cfg.ffn_dim)
+        mlp = XIELUFeedForward if cfg.arch == "apertus" else FeedForward
+        self.feed_forward = mlp(cfg.dim, cfg.ffn_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x))
+    def forward(self, x: torch.Tensor, positions=None, mask=None) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), positions, mask)
         return x + self.feed_forward(self.ffn_norm(x))
 
 
@@ -130,14 +230,31 @@ class Transformer(nn.Module):
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        # tied: no module of its own, forward multiplies by the embedding table, so the state dict
+        # has one entry (as Hugging Face's tied checkpoints have no lm_head) and the FSDP2 root,
+        # which owns tok_embeddings, holds the one parameter both uses gather
+        self.output = None if cfg.tie_embeddings else nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens [B, T] (T <= max_seq_len) -> logits [B, T, vocab_size]."""
+    def forward(self, tokens: torch.Tensor, positions=None, segments=None) -> torch.Tensor:
+        """tokens [B, T] (T <= max_seq_len) -> logits [B, T, vocab_size]. positions [B, T] int64:
+        each token's rotary position (default 0..T-1); segments [B, T] int: attention stays
+        inside runs of equal ids (default: one causal sequence, SDPA's fused causal path)."""
+        mask = None if segments is None else segment_mask(segments)
         h = self.tok_embeddings(tokens)
         for layer in self.layers:
-            h = layer(h)
-        return self.output(self.norm(h))
+            h = layer(h, positions, mask)
+        h = self.norm(h)
+        return self.output(h) if self.output is not None else F.linear(h, self.tok_embeddings.weight)
+
+    @torch.no_grad()
+    def reset_buffers(self) -> None:
+        """Recompute what is not a trained parameter (rotary frequencies, xIELU's beta and eps):
+        after `to_empty`, before loading weights or without init_weights."""
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.reset_rotary()
+            elif isinstance(module, XIELU):
+                module.reset_constants()
 
     @torch.no_grad()
     def init_weights(self, seed: int) -> None:
@@ -147,18 +264,24 @@ class Transformer(nn.Module):
         after FSDP2 `fully_shard` (each rank draws the whole tensor and keeps its shard).
         Scheme (as in torchtitan's Llama): embeddings N(0, 1); input projections N(0, 0.02);
         projections into the residual stream N(0, 0.02 / sqrt(2 x layers)); the output
-        N(0, 1/sqrt(dim)); every normal cut at 3 standard deviations; norms 1."""
+        N(0, 1/sqrt(dim)); every normal cut at 3 standard deviations; norms 1. A tied embedding
+        is also the output, so it takes the output's N(0, 1/sqrt(dim)); xIELU's alphas take
+        transformers' initial values."""
         depth_std = 0.02 / math.sqrt(2 * self.cfg.n_layers)
-        stds = {"tok_embeddings": 1.0, "output": self.cfg.dim**-0.5, "wo": depth_std, "w2": depth_std}
+        embedding_std = self.cfg.dim**-0.5 if self.cfg.tie_embeddings else 1.0
+        stds = {"tok_embeddings": embedding_std, "output": self.cfg.dim**-0.5}
+        stds |= {"wo": depth_std, "w2": depth_std}
+        alphas = XIELU.initial_alphas()
         for name, param in self.named_parameters():
             owner = name.split(".")[-2]  # the module that holds the parameter: "wq", "ffn_norm", ...
             if owner.endswith("norm"):
                 _fill(param, lambda t: t.fill_(1.0))
+            elif owner == "act":
+                value = alphas[name.rpartition(".")[2]]
+                _fill(param, lambda t, v=value: t.fill_(v))
             else:
                 _fill(param, _normal(stds.get(owner, 0.02), _param_seed(seed, name)))
-        for module in self.modules():
-            if isinstance(module, Attention):
-                module.reset_rotary()
+        self.reset_buffers()
 
 
 def _param_seed(seed: int, name: str) -> int:
