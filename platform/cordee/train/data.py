@@ -247,13 +247,17 @@ def require_samples(source: TokenSource, seq_len: int) -> None:
 
 
 def open_source(cfg, vocab_size: int) -> TokenSource:
-    """`cfg.path`: "synthetic", a shard file, or a directory of `*.tok` shards (read in name order;
-    its index.json, when there, must list the same shards). InputError for a missing path, a bad
-    shard, tokens >= vocab_size."""
+    """`cfg.path`: "synthetic", a shard file, a directory of `*.tok` shards (read in name order;
+    its index.json, when there, must list the same shards), or a chat data set (`*.chat` shards:
+    a ChatSource). InputError for a missing path, a bad shard, tokens >= vocab_size."""
     if cfg.path == "synthetic":
         return SyntheticSource(cfg.seed, vocab_size)
     path = os.path.expanduser(cfg.path)
     if os.path.isdir(path):
+        from cordee.train.chatdata import ChatSource, is_chat_dir
+
+        if is_chat_dir(path):  # `cordee data prepare --chat` output: rows with loss masks
+            return ChatSource(path, vocab_size)
         names = sorted(n for n in os.listdir(path) if n.endswith(SHARD_SUFFIX))
         if not names:
             raise InputError(f"data.path {shown(cfg.path)}: no *{SHARD_SUFFIX} shards (cordee data prepare)")
@@ -365,6 +369,14 @@ def rank_batch(
     import numpy as np
     import torch
 
+    indices = _rank_indices(source, seed, step, global_batch, seq_len, rank, world)
+    rows = np.stack([source.sample(i, seq_len) for i in indices])
+    # numpy makes the copies: torch's copy kernel took 100 times as long on a busy CPU
+    inputs, targets = np.ascontiguousarray(rows[:, :-1]), np.ascontiguousarray(rows[:, 1:])
+    return torch.from_numpy(inputs), torch.from_numpy(targets)
+
+
+def _rank_indices(source, seed: int, step: int, global_batch: int, seq_len: int, rank: int, world: int):
     if global_batch % world:
         raise InputError(
             f"global_batch {global_batch} is not divisible by the world size {world} "
@@ -376,8 +388,47 @@ def rank_batch(
     if count < 1:
         raise InputError(f"data ({source.describe()}): fewer than seq_len + 1 = {seq_len + 1} tokens")
     share = global_batch // world
-    indices = step_indices(seed, step, global_batch, count)[rank * share : (rank + 1) * share]
-    rows = np.stack([source.sample(i, seq_len) for i in indices])
-    # numpy makes the copies: torch's copy kernel took 100 times as long on a busy CPU
-    inputs, targets = np.ascontiguousarray(rows[:, :-1]), np.ascontiguousarray(rows[:, 1:])
-    return torch.from_numpy(inputs), torch.from_numpy(targets)
+    return step_indices(seed, step, global_batch, count)[rank * share : (rank + 1) * share]
+
+
+IGNORE_INDEX = -100  # torch's cross_entropy default: targets that do not count
+
+
+@dataclass
+class MaskedBatch:
+    """A rank's rows of a chat data set, [b, seq_len] each: `targets` is IGNORE_INDEX where the
+    loss does not count; `positions` restart at 0 and `segments` change at each conversation
+    (None for padded rows, where plain causal attention from position 0 is already right)."""
+
+    inputs: object
+    targets: object
+    positions: object | None
+    segments: object | None
+    counted: int  # targets that count
+
+
+def masked_batch(source, seed: int, step: int, global_batch: int, seq_len: int, rank: int, world: int):
+    """rank_batch's rows of a ChatSource (the same pure order), with the loss mask applied."""
+    import numpy as np
+    import torch
+
+    indices = _rank_indices(source, seed, step, global_batch, seq_len, rank, world)
+    tokens, flags = (np.stack(part) for part in zip(*(source.row(i) for i in indices), strict=True))
+    from cordee.train.chatdata import PAD, START, TARGET
+
+    inputs = np.ascontiguousarray(tokens[:, :-1])
+    counts = (flags[:, 1:] & TARGET) != 0
+    targets = np.where(counts, tokens[:, 1:], IGNORE_INDEX)
+    positions = segments = None
+    if source.packing == "pack":
+        head = flags[:, :-1]
+        pad = (head & PAD) != 0
+        first_pad = pad & ~np.pad(pad, ((0, 0), (1, 0)))[:, :-1]  # padding is a segment of its own
+        starts = ((head & START) != 0) | first_pad
+        starts[:, 0] = True
+        columns = np.arange(seq_len)
+        segments = torch.from_numpy(np.cumsum(starts, axis=1))
+        positions = torch.from_numpy(columns - np.maximum.accumulate(np.where(starts, columns, 0), axis=1))
+    return MaskedBatch(
+        torch.from_numpy(inputs), torch.from_numpy(targets), positions, segments, int(counts.sum())
+    )

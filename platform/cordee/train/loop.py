@@ -25,7 +25,7 @@ import struct
 import sys
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from cordee.errors import CordeeError
 from cordee.train import parallel
 from cordee.train.checkpoint import Checkpointer
 from cordee.train.config import TrainConfig, check_world, config_hash, grad_accum_steps, learning_rate
-from cordee.train.data import open_source, rank_batch, require_samples
+from cordee.train.data import IGNORE_INDEX, masked_batch, open_source, rank_batch, require_samples
 from cordee.train.metrics import MetricsLog, format_step, peak_tflops, step_record
 from cordee.train.model import Transformer, cross_entropy, flops_per_token
 from cordee.train.signals import EXIT_STOPPED, StopRequest
@@ -151,13 +151,16 @@ class Trainer:
         self.peak, peak_source = peak_tflops(d.device_name, cfg.peak_tflops) if d.device.type == "cuda" else (
             None, "CPU: no MFU")  # fmt: skip
         seed_everything(cfg.seed)
-        with torch.device(d.device):
-            model = Transformer(cfg.model)
-        model.init_weights(cfg.seed)  # before sharding: the same weights at every world size
-        self.model, setup = parallel.wrap_model(
-            model, d, precision=cfg.precision, compile=cfg.compile,
-            activation_checkpointing=cfg.activation_checkpointing,
-        )  # fmt: skip
+        if cfg.model.from_hf:
+            self.model, setup = self._build_from_hf()
+        else:
+            with torch.device(d.device):
+                model = Transformer(cfg.model)
+            model.init_weights(cfg.seed)  # before sharding: the same weights at every world size
+            self.model, setup = parallel.wrap_model(
+                model, d, precision=cfg.precision, compile=cfg.compile,
+                activation_checkpointing=cfg.activation_checkpointing,
+            )  # fmt: skip
         self.optimizer = build_optimizer(self.model, cfg, d.device)
         self.setup = f"{setup}; grad accumulation {self.accum}; peak FLOP/s: {peak_source}"
         self.log(f"{cfg.name}: {setup}")
@@ -173,6 +176,28 @@ class Trainer:
         self.checkpoint_s = 0.0  # seconds in checkpoint calls since the last step record
         self.stop_agreed = False  # what the ranks agreed at the last step, not this rank's live flag
         self.metrics = MetricsLog(cfg.metrics_file or None, d.rank)
+
+    def _build_from_hf(self):
+        """The model of a Hugging Face directory: built on the meta device and sharded before it
+        takes memory, then each rank reads its own rows (no rank holds the whole model). Where
+        this torch's gloo cannot shard, the full model is loaded, then wrapped in DDP."""
+        from cordee.train.hfload import describe, load_hf_weights
+
+        cfg, d = self.cfg, self.d
+        wrap = dict(precision=cfg.precision, compile=cfg.compile,
+                    activation_checkpointing=cfg.activation_checkpointing)  # fmt: skip
+        with torch.device("meta"):
+            model = Transformer(cfg.model)
+        shard_first = d.device.type == "cuda" or parallel.gloo_can_shard()
+        if shard_first:
+            model, setup = parallel.wrap_model(model, d, **wrap)
+        model.to_empty(device=d.device)
+        model.reset_buffers()
+        stats = load_hf_weights(model, cfg.model.from_hf, cfg.model)
+        if not shard_first:
+            model, setup = parallel.wrap_model(model, d, **wrap)
+        self.log(f"{cfg.name}: {describe(cfg.model.from_hf, stats)}")
+        return model, setup
 
     def app_state(self) -> dict:
         return {"model": self.model, "optim": self.optimizer}
@@ -232,7 +257,8 @@ class Trainer:
         done = True
         if step != saved:
             extra = {"config_hash": self.hash, "samples_seen": step * self.cfg.global_batch,
-                     "world_size": self.d.world_size}  # fmt: skip
+                     "world_size": self.d.world_size, "model": asdict(self.cfg.model),
+                     "hf_source": self.cfg.model.from_hf}  # fmt: skip
             done = self.ckpt.save(step, self.app_state(), extra, sync=sync)
         if sync:
             self.ckpt.wait()
@@ -249,25 +275,59 @@ class Trainer:
         elif hasattr(self.model, "require_backward_grad_sync"):  # DDP
             self.model.require_backward_grad_sync = enabled
 
+    def _masked_backward(self, batch) -> tuple[torch.Tensor, int]:
+        """Forward and backward over this rank's micro batches of a MaskedBatch, the loss summed
+        over counted targets and divided by the count of the WHOLE step (every rank, every micro
+        batch; one all_reduce first), times the world size, which FSDP2/DDP then divide by: the
+        gradient is that of the mean over every counted token at any world size and accumulation.
+        Returns (this rank's share of the step's mean loss, the step's counted targets)."""
+        import torch.distributed as dist
+        import torch.nn.functional as F
+
+        d, mb = self.d, self.cfg.micro_batch
+        count = torch.tensor([float(batch.counted)], dtype=torch.float64, device=d.device)
+        dist.all_reduce(count)
+        counted = int(count.item())
+        scale = d.world_size / max(counted, 1)
+
+        def micro(t, m):
+            return None if t is None else t[m * mb : (m + 1) * mb].to(d.device, non_blocking=True)
+
+        loss_sum = torch.zeros((), device=d.device, dtype=torch.float32)
+        for m in range(self.accum):
+            self._set_gradient_sync(m == self.accum - 1)
+            logits = self.model(micro(batch.inputs, m), positions=micro(batch.positions, m),
+                                segments=micro(batch.segments, m))  # fmt: skip
+            loss = F.cross_entropy(logits.float().flatten(0, 1), micro(batch.targets, m).flatten(),
+                                   ignore_index=IGNORE_INDEX, reduction="sum") * scale  # fmt: skip
+            loss.backward()
+            loss_sum += loss.detach()
+        return loss_sum, counted
+
     def _step(self, step: int) -> dict:
         cfg, d = self.cfg, self.d
         t0 = time.perf_counter()
         lr = learning_rate(cfg, step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        inputs, targets = rank_batch(
-            self.source, cfg.data.seed, step - 1, cfg.global_batch, cfg.seq_len, d.rank, d.world_size
-        )
-        crcs = row_crcs(inputs)
-        inputs, targets = inputs.to(d.device, non_blocking=True), targets.to(d.device, non_blocking=True)
-        loss_sum = torch.zeros((), device=d.device, dtype=torch.float32)
-        mb = cfg.micro_batch
-        for m in range(self.accum):
-            self._set_gradient_sync(m == self.accum - 1)
-            logits = self.model(inputs[m * mb : (m + 1) * mb])
-            loss = cross_entropy(logits, targets[m * mb : (m + 1) * mb]) / self.accum
-            loss.backward()
-            loss_sum += loss.detach()
+        where = (self.source, cfg.data.seed, step - 1, cfg.global_batch, cfg.seq_len, d.rank, d.world_size)
+        loss_tokens = None
+        if getattr(self.source, "masked", False):  # chat rows: only the assistant's tokens count
+            batch = masked_batch(*where)
+            crcs = row_crcs(batch.inputs)
+            loss_sum, loss_tokens = self._masked_backward(batch)
+        else:
+            inputs, targets = rank_batch(*where)
+            crcs = row_crcs(inputs)
+            inputs, targets = inputs.to(d.device, non_blocking=True), targets.to(d.device, non_blocking=True)
+            loss_sum = torch.zeros((), device=d.device, dtype=torch.float32)
+            mb = cfg.micro_batch
+            for m in range(self.accum):
+                self._set_gradient_sync(m == self.accum - 1)
+                logits = self.model(inputs[m * mb : (m + 1) * mb])
+                loss = cross_entropy(logits, targets[m * mb : (m + 1) * mb]) / self.accum
+                loss.backward()
+                loss_sum += loss.detach()
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or math.inf)
         norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
         self.optimizer.step()
@@ -285,6 +345,8 @@ class Trainer:
             device=d.device.type,
         )  # fmt: skip
         record["samples_crc"] = stats["samples_crc"]
+        if loss_tokens is not None:
+            record["loss_tokens"] = loss_tokens  # the step's counted targets, all ranks
         record["time"] = time.time()  # with checkpoint_s: what the saves between steps cost
         record["checkpoint_s"], self.checkpoint_s = self.checkpoint_s, 0.0
         self.stop_agreed = stats["stop_rank"] is not None

@@ -335,9 +335,9 @@ def too_many_shards(shard_tokens: int) -> str:
     )
 
 
-def _check_output(output: str, overwrite: bool) -> bool:
+def _check_output(output: str, overwrite: bool, schemas: tuple[str, ...] = (INDEX_SCHEMA,)) -> bool:
     """Whether `output` exists and is to be replaced. Only an empty directory, or with
-    `overwrite` a former output (it has a cordee index.json), may be replaced."""
+    `overwrite` a former output (it has a cordee index.json of one of `schemas`), may be replaced."""
     if not os.path.lexists(output):
         return False
     if not os.path.isdir(output) or os.path.islink(output):
@@ -348,11 +348,13 @@ def _check_output(output: str, overwrite: bool) -> bool:
     if not overwrite:
         raise InputError(f"output {shown(output)} is not empty (--overwrite replaces an earlier output)")
     try:  # read_bounded: an index.json that is a FIFO must not block
-        is_ours = json.loads(read_bounded(os.path.join(output, INDEX_NAME))).get("schema") == INDEX_SCHEMA
+        is_ours = json.loads(read_bounded(os.path.join(output, INDEX_NAME))).get("schema") in schemas
     except (InputError, ValueError, AttributeError, RecursionError):
         is_ours = False
     if not is_ours:
-        raise InputError(f"output {shown(output)} holds no {INDEX_SCHEMA} {INDEX_NAME}; not replacing it")
+        raise InputError(
+            f"output {shown(output)} holds no {' or '.join(schemas)} {INDEX_NAME}; not replacing it"
+        )
     return True
 
 
