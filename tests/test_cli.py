@@ -93,6 +93,8 @@ HELP = {
         "--signal SIG", "--signal-before S", "--chain [singleton|requeue]", "--max-failures N", "--out FILE",
         "--save-every N", "--metrics FILE", "--mtbf HOURS",
     ],
+    ("export",): ["CHECKPOINT OUT_DIR", "--dtype [auto|bf16|fp32]", "--max-shard-size SIZE", "--force",
+                  "(schema cordee.export/1)"],
     ("ckpt",): ["interval"],
     ("ckpt", "interval"): ["--cost SECONDS", "--mtbf HOURS", "--node-mtbf HOURS", "--step-time SECONDS",
                            "Young", "Daly", "(schema cordee.ckpt.interval/1)"],

@@ -40,6 +40,7 @@ VERBS: dict[str, Verb] = {
     "train": Verb("cordee.cli.train", "Train the reference decoder-only transformer (FSDP2, checkpoints)."),
     "data": Verb("cordee.cli.data", "Prepare token shards for `cordee train` from text or JSONL files."),
     "job": Verb("cordee.cli.job", "Render sbatch scripts for chained, resumable training jobs."),
+    "export": Verb("cordee.cli.export", "Export a training checkpoint as a Hugging Face model directory."),
     "ckpt": Verb("cordee.cli.ckpt", "Checkpoint planning: the interval that loses least (Young/Daly)."),
 }
 
