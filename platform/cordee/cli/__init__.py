@@ -38,9 +38,10 @@ VERBS: dict[str, Verb] = {
     ),
     "bench": Verb("cordee.cli.bench", "Benchmark collectives, GEMM and device memory (preflight's engines)."),
     "train": Verb("cordee.cli.train", "Train the reference decoder-only transformer (FSDP2, checkpoints)."),
-    "data": Verb("cordee.cli.data", "Prepare token shards for `cordee train` from text or JSONL files."),
+    "data": Verb("cordee.cli.data", "Token shards, chat data for `cordee train`; squashfs dataset images."),
     "job": Verb("cordee.cli.job", "Render sbatch scripts for chained, resumable training jobs."),
     "export": Verb("cordee.cli.export", "Export a training checkpoint as a Hugging Face model directory."),
+    "io": Verb("cordee.cli.io", "Benchmark a filesystem: metadata, throughput, loader and checkpoint I/O."),
     "ckpt": Verb("cordee.cli.ckpt", "Checkpoint planning: the interval that loses least (Young/Daly)."),
 }
 

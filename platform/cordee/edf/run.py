@@ -167,14 +167,15 @@ def _unmount(point: str) -> None:
 
 
 @contextmanager
-def squashfs_dir(sqsh: str, environ):
-    """A directory with the content of `sqsh`: a squashfuse mount (undone on exit) or an
-    unsquashfs copy in the cache."""
+def squashfs_dir(sqsh: str, environ, *, timeout: float = MOUNT_TIMEOUT, cache: bool = True):
+    """A directory with the content of `sqsh`: a squashfuse mount (undone on exit) or, where FUSE
+    cannot be used, an unsquashfs copy: kept in the cache for container images (`cache`), or in a
+    temporary directory removed on exit for a one-off read (a dataset can be terabytes)."""
     if not os.path.isfile(sqsh):
         raise InputError(f"squashfs {sqsh}: no such file")
     if shutil.which("squashfuse") and os.access("/dev/fuse", os.R_OK | os.W_OK):
         point = tempfile.mkdtemp(prefix="cordee-sqsh-")
-        cp = _run(["squashfuse", sqsh, point], f"squashfuse {sqsh}", MOUNT_TIMEOUT)
+        cp = _run(["squashfuse", sqsh, point], f"squashfuse {sqsh}", timeout)
         if cp.returncode == 0 and os.path.ismount(point):
             try:
                 yield point
@@ -183,7 +184,23 @@ def squashfs_dir(sqsh: str, environ):
                 os.rmdir(point)
             return
         os.rmdir(point)  # FUSE present but unusable (e.g. in a container): unpack instead
-    yield str(_unsquashed(sqsh, environ))
+    if cache:
+        yield str(_unsquashed(sqsh, environ))
+        return
+    tmp = tempfile.mkdtemp(prefix="cordee-unsquashed-")
+    try:
+        _unsquash(sqsh, tmp)
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _unsquash(sqsh: str, directory: str) -> None:
+    cp = _run(
+        ["unsquashfs", "-f", "-no-progress", "-d", directory, sqsh], f"unsquashfs {sqsh}", UNSQUASH_TIMEOUT
+    )
+    if cp.returncode != 0:
+        raise InputError(f"squashfs {sqsh}: cannot mount or unpack it: {' '.join(cp.stderr.split())[-200:]}")
 
 
 def _unsquashed(sqsh: str, environ) -> Path:
@@ -195,13 +212,7 @@ def _unsquashed(sqsh: str, environ) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
     try:
-        cp = _run(
-            ["unsquashfs", "-f", "-no-progress", "-d", str(tmp), sqsh], f"unsquashfs {sqsh}", UNSQUASH_TIMEOUT
-        )
-        if cp.returncode != 0:
-            raise InputError(
-                f"squashfs {sqsh}: cannot mount or unpack it: {' '.join(cp.stderr.split())[-200:]}"
-            )
+        _unsquash(sqsh, str(tmp))
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
