@@ -8,7 +8,13 @@ cpu-ci container image.
    node's link slowed by traffic control; prints the table and the bad-node hostlist.
 3. A chained training run through sbatch (tests/demo_train.py): `cordee job render` script, stopped
    by its time limit, resumed by its successor; prints the jobs and the metrics.
-4. Stops the cluster, builds the cpu-ci image (`cordee image build cpu-ci`: debootstrap base,
+4. Fine-tuning (tests/demo_finetune.py): a tiny Llama built by transformers, chat data with loss
+   masks, two nodes fine-tuning it from its safetensors, `cordee export`, transformers loading the
+   export with cordee's logits.
+5. Storage (tests/demo_storage.py): 20,000 small files packed into a squashfs image twice (identical
+   bytes), verified, a flipped byte caught; `cordee io bench --quick` with the tree-against-squashfs
+   read ratio; `cordee ckpt interval` for an example job.
+6. Stops the cluster, builds the cpu-ci image (`cordee image build cpu-ci`: debootstrap base,
    podman, squashfs, EDF in $EDF_PATH; cached after the first time) and runs
    `cordee edf run cpu-ci -- cordee launch --nproc-per-node 2 -- python -c <gloo all_reduce>`.
 Exit status 0 only if every step did what it should; 2 if the cluster could not start, the image
@@ -26,7 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from demo_finetune import finetune_step  # noqa: E402
 from demo_preflight import preflight_step  # noqa: E402
+from demo_storage import storage_step  # noqa: E402
 from demo_train import train_step  # noqa: E402
 from slurmtest import ClusterError, SlurmCluster, unavailable_reason  # noqa: E402
 
@@ -198,6 +206,8 @@ def main() -> int:
                 problems += preflight_step(cluster)
             if not problems:
                 problems += train_step(cluster)
+            if not problems:
+                problems += finetune_step(cluster)
             print("== stopping the cluster")
         print("== cluster stopped")
     except subprocess.TimeoutExpired as e:
@@ -216,6 +226,13 @@ def main() -> int:
     print(
         "demo: named exactly the slowed node; the chained training was stopped by its time limit and resumed"
     )
+    print("demo: the fine-tuned tiny Llama's export loads in transformers with cordee's logits")
+    problems = storage_step()
+    for p in problems:
+        print(f"demo: WRONG (storage): {p}", file=sys.stderr)
+    if problems:
+        return 1
+    print("demo: storage OK: the dataset image is reproducible and verified, a flipped byte was caught")
     rc = container_step()
     if rc == 0:
         print("demo: OK: launch, preflight and chained training on the Slurm cluster; all_reduce in cpu-ci")
