@@ -86,15 +86,10 @@ def prepare_chat(model_dir: Path, work: Path, conversations: int) -> dict:
 
 
 def train_case(argv: list[str], steps: int, warmup: int, metrics: Path, log) -> dict:
+    from common import run_trainer
+
     t0 = time.monotonic()
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=CASE_TIMEOUT_S, env=os.environ.copy())
-    log(r.stderr)
-    if r.returncode != 0:
-        lines = [line for line in r.stderr.splitlines() if line.startswith("cordee")]
-        raise RuntimeError(f"trainer exited {r.returncode}: {lines[-1] if lines else r.stderr[-500:]}")
-    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
-    by_step = {row["step"]: row for row in rows}
-    timed = [row for row in rows if row["step"] > warmup]
+    stderr, by_step, timed = run_trainer(argv, metrics, warmup, CASE_TIMEOUT_S, log)
     out = {
         "command": " ".join(argv[1:]),
         "step_time_s": (by_step[steps]["time"] - by_step[warmup]["time"]) / (steps - warmup),
@@ -103,7 +98,7 @@ def train_case(argv: list[str], steps: int, warmup: int, metrics: Path, log) -> 
         "final_loss": by_step[steps]["loss"],
         "peak_mem_gib": by_step[steps]["peak_mem_gib"],
         "setup": [
-            line for line in r.stderr.splitlines() if "FSDP2" in line or "from_hf" in line or "load" in line
+            line for line in stderr.splitlines() if "FSDP2" in line or "from_hf" in line or "load" in line
         ],
         "wall_s": time.monotonic() - t0,
     }

@@ -86,16 +86,11 @@ def plain_worker(config: str, steps: int, warmup: int) -> dict:
 
 
 def trainer_case(argv: list[str], steps: int, warmup: int, metrics: Path, log) -> dict:
+    from common import run_trainer
+
     t0 = time.monotonic()
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=CASE_TIMEOUT_S, env=os.environ.copy())
-    log(r.stderr)
-    if r.returncode != 0:
-        lines = [line for line in r.stderr.splitlines() if line.startswith("cordee")]
-        raise RuntimeError(f"trainer exited {r.returncode}: {lines[-1] if lines else r.stderr[-500:]}")
-    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
-    by_step = {row["step"]: row for row in rows}
+    stderr, by_step, timed = run_trainer(argv, metrics, warmup, CASE_TIMEOUT_S, log)
     window = by_step[steps]["time"] - by_step[warmup]["time"]
-    timed = [row for row in rows if row["step"] > warmup]
     return {
         "command": " ".join(argv[1:]),
         "step_time_s": window / (steps - warmup),
@@ -106,8 +101,8 @@ def trainer_case(argv: list[str], steps: int, warmup: int, metrics: Path, log) -
         "checkpoint_block_s": [row["checkpoint_s"] for row in timed if row["checkpoint_s"] > 0],
         "final_loss": by_step[steps]["loss"],
         "peak_mem_gib": by_step[steps]["peak_mem_gib"],
-        "setup": next((line for line in r.stderr.splitlines() if "FSDP2" in line or "DDP" in line), ""),
-        "checkpoint_log": [line for line in r.stderr.splitlines() if "checkpoint" in line][-6:],
+        "setup": next((line for line in stderr.splitlines() if "FSDP2" in line or "DDP" in line), ""),
+        "checkpoint_log": [line for line in stderr.splitlines() if "checkpoint" in line][-6:],
         "wall_s": time.monotonic() - t0,
     }
 

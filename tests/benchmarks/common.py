@@ -119,3 +119,16 @@ def print_table(title: str, rows: list[tuple], headers: tuple) -> None:
     print("  ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=False)))
     for r in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)))
+
+
+def run_trainer(argv: list[str], metrics: Path, warmup: int, timeout_s: float, log) -> tuple[str, dict, list]:
+    """Run a `cordee train` command line; its stderr (also given to `log`), its metrics records by
+    step, and the records after `warmup` steps. RuntimeError with the trainer's last line when it
+    fails."""
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, env=os.environ.copy())
+    log(r.stderr)
+    if r.returncode != 0:
+        lines = [line for line in r.stderr.splitlines() if line.startswith("cordee")]
+        raise RuntimeError(f"trainer exited {r.returncode}: {lines[-1] if lines else r.stderr[-500:]}")
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    return r.stderr, {row["step"]: row for row in rows}, [row for row in rows if row["step"] > warmup]

@@ -85,6 +85,15 @@ def _mount_point(ctx, param, value: str) -> str:
     return value
 
 
+timeout_option = click.option(
+    "--timeout",
+    type=Seconds(7 * 86400),
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    help="Give up (exit 3) after this many seconds.",
+)
+
+
 @click.command(
     "pack",
     short_help="Pack a dataset directory into a reproducible squashfs image.",
@@ -107,13 +116,7 @@ def _mount_point(ctx, param, value: str) -> str:
     callback=_mount_point,
     help="Where the EDF mount line puts the image in the container.",
 )
-@click.option(
-    "--timeout",
-    type=Seconds(7 * 86400),
-    default=DEFAULT_TIMEOUT,
-    show_default=True,
-    help="Give up (exit 3) after this many seconds.",
-)
+@timeout_option
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 @json_option(PACK_SCHEMA)
 def pack_command(src, out, force, mount_point, timeout, quiet, as_json) -> int:
@@ -157,13 +160,7 @@ def pack_command(src, out, force, mount_point, timeout, quiet, as_json) -> int:
     "damaged manifest); 3: past --timeout.",
 )
 @click.argument("image")
-@click.option(
-    "--timeout",
-    type=Seconds(7 * 86400),
-    default=DEFAULT_TIMEOUT,
-    show_default=True,
-    help="Give up (exit 3) after this many seconds.",
-)
+@timeout_option
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 @json_option(VERIFY_SCHEMA)
 def verify_command(image, timeout, quiet, as_json) -> int:

@@ -7,11 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 
-from cordee.errors import CordeeError, InputError, shown
+from cordee.errors import InputError, shown
 from cordee.train.chatdata import CHAT_SCHEMA, PACKINGS, ChatShardWriter, Packer
 from cordee.train.data import INDEX_NAME, INDEX_SCHEMA, dtype_for
 
@@ -54,7 +52,7 @@ def prepare_chat(
     """JSONL conversations (`{"messages": [{"role", "content"}, ...]}` per line) -> chat shards in
     `output` (all or nothing); returns the index written there."""
     from cordee.train.chat import ChatTemplate
-    from cordee.train.prepare import _check_output, _move_into_place, _open_input
+    from cordee.train.prepare import _open_input, staged_output
 
     if packing not in PACKINGS:
         raise InputError(f"--packing {shown(packing)}: one of {', '.join(PACKINGS)}")
@@ -67,26 +65,8 @@ def prepare_chat(
         with _open_input(path) as f:
             sizes.append(os.fstat(f.fileno()).st_size)
     template = ChatTemplate(model_dir)
-    if not output or "\0" in output:
-        raise InputError(f"output {shown(output)}: not a directory name")
-    output = os.path.abspath(output)
-    work = None
-    try:
-        replace = _check_output(output, overwrite, schemas=(CHAT_SCHEMA, INDEX_SCHEMA))
-        os.makedirs(os.path.dirname(output), exist_ok=True)
-        work = tempfile.mkdtemp(
-            prefix=f".{os.path.basename(output)}.", suffix=".tmp", dir=os.path.dirname(output)
-        )
+    with staged_output(output, overwrite, schemas=(CHAT_SCHEMA, INDEX_SCHEMA)) as work:
         index = _write(inputs, sum(sizes), template, work, seq_len, packing, shard_tokens, progress)
-        _move_into_place(work, output, replace)
-    except RecursionError:  # os.makedirs recurses once per missing directory
-        raise InputError(f"output {shown(output)}: too many directories to create") from None
-    except OSError as e:  # the output's file system: no room, no permission, read-only
-        where = shown(e.filename) if e.filename else shown(output)
-        raise CordeeError(f"output {shown(output)}: {where}: {e.strerror or e}") from None
-    finally:
-        if work and os.path.exists(work):
-            shutil.rmtree(work, ignore_errors=True)
     return index
 
 

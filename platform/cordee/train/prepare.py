@@ -384,12 +384,23 @@ def prepare(
         known = sum(s.size + 1 for s in sources if s.format == "text" and s.size)
         if -(-known // shard_tokens) > MAX_SHARDS:
             raise InputError(too_many_shards(shard_tokens))
+    with staged_output(output, overwrite) as work:
+        index = _write(sources, tok, ShardWriter(work, dtype_for(tok.vocab_size), shard_tokens), progress)
+    return index
+
+
+@contextlib.contextmanager
+def staged_output(output: str, overwrite: bool, schemas: tuple[str, ...] = (INDEX_SCHEMA,)) -> Iterator[str]:
+    """A new directory beside `output` to write into; when the block ends without an error it
+    becomes `output` (replacing an earlier output that _check_output allows), otherwise it is
+    removed: the output appears complete or not at all. Errors of the output's file system (no
+    room, no permission, read-only) become one line naming the path."""
     if not output or "\0" in output:
         raise InputError(f"output {shown(output)}: not a directory name")
     output = os.path.abspath(output)
     work = None
     try:
-        replace = _check_output(output, overwrite)
+        replace = _check_output(output, overwrite, schemas)
         try:
             os.makedirs(os.path.dirname(output), exist_ok=True)
         except RecursionError:  # os.makedirs recurses once per missing directory
@@ -397,15 +408,14 @@ def prepare(
         work = tempfile.mkdtemp(
             prefix=f".{os.path.basename(output)}.", suffix=".tmp", dir=os.path.dirname(output)
         )
-        index = _write(sources, tok, ShardWriter(work, dtype_for(tok.vocab_size), shard_tokens), progress)
+        yield work
         _move_into_place(work, output, replace)
-    except OSError as e:  # the output's file system: no room, no permission, read-only
+    except OSError as e:
         where = shown(e.filename) if e.filename else shown(output)
         raise CordeeError(f"output {shown(output)}: {where}: {e.strerror or e}") from None
     finally:
         if work and os.path.exists(work):
             shutil.rmtree(work, ignore_errors=True)
-    return index
 
 
 def _write(sources: list[Source], tok: ByteTokenizer, writer: ShardWriter, progress) -> dict:
