@@ -297,3 +297,23 @@ def test_apertus_forward_with_segments_traces_as_one_graph():
     tokens = torch.randint(0, SMALL.vocab_size, (2, 11))
     positions, segments = torch.arange(11).expand(2, 11), torch.tensor([[0] * 5 + [1] * 6] * 2)
     torch.testing.assert_close(compiled(tokens, positions, segments), m(tokens, positions, segments))
+
+
+def test_flex_attention_of_compiled_blocks_equals_the_boolean_mask():
+    """The GPU path for packed rows (parallel.wrap_model turns it on with compile): the same logits
+    as the dense boolean mask, and packed sequences still see only themselves."""
+    pytest.importorskip("torch.nn.attention.flex_attention", reason="FlexAttention needs torch >= 2.5")
+    m = model(VARIANTS["apertus"])
+    a, b = torch.randint(0, SMALL.vocab_size, (2, 50)), torch.randint(0, SMALL.vocab_size, (2, 78))
+    tokens = torch.cat([a, b], 1)
+    positions = torch.cat([torch.arange(50), torch.arange(78)]).expand(2, 128)
+    segments = torch.tensor([[0] * 50 + [1] * 78] * 2)
+    with torch.no_grad():
+        dense = m(tokens, positions, segments)
+    for block in m.layers:
+        block.compile()  # flex_attention is only fast, and only exact on CPU, when compiled
+    m.flex_attention = True
+    with torch.no_grad():  # FlexAttention has no backward on CPU; tests/gpu trains through it
+        flex = m(tokens, positions, segments)
+        torch.testing.assert_close(flex, dense, rtol=0, atol=1e-5)
+        torch.testing.assert_close(flex[:, 50:], m(b), rtol=0, atol=1e-5)

@@ -98,3 +98,20 @@ def test_bf16_fine_tuning_lowers_the_masked_loss_and_its_export_loads(tmp_path):
     with torch.no_grad():
         ours = model(tokens)
     assert (ours - hftiny.logits_of_hf(out, tokens)).abs().max().item() < 1e-4
+
+
+def test_compiled_fine_tuning_on_packed_rows_uses_flex_attention_and_learns(tmp_path):
+    """With compile on a GPU, packed rows go through FlexAttention (forward and backward)."""
+    source = hftiny.model_dir(tmp_path / "hf", "apertus", seed=4)
+    chat = tmp_path / "chat"
+    conversations = hftiny.chat_jsonl(tmp_path / "chat.jsonl", 400, length=(4, 12))
+    run("data", "prepare", "--chat", "--model-dir", str(source), "--seq-len", "128", "-o", str(chat),
+        "--quiet", str(conversations))  # fmt: skip
+    metrics = tmp_path / "metrics.jsonl"
+    r = run("train", "--config", "finetune-apertus", f"model.from_hf={source}", f"data.path={chat}",
+            "seq_len=128", "global_batch=16", "micro_batch=8", "steps=40", "warmup_steps=4", "lr=3e-3",
+            "min_lr=3e-4", "compile=true", "device=cuda", f"metrics_file={metrics}")  # fmt: skip
+    assert "packed rows: FlexAttention" in r.stderr, r.stderr
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    first, last = rows[0]["loss"], sum(row["loss"] for row in rows[-5:]) / 5
+    assert last < 0.7 * first, (first, last)

@@ -165,6 +165,10 @@ class Trainer:
         self.setup = f"{setup}; grad accumulation {self.accum}; peak FLOP/s: {peak_source}"
         self.log(f"{cfg.name}: {setup}")
         self.log(f"data {source.describe()}; per rank and step {self.accum} x {cfg.micro_batch} sequences")
+        if getattr(source, "packing", None) == "pack":  # conversations attend only within themselves
+            plain = getattr(self.model, "module", self.model)  # DDP wraps; FSDP2 does not
+            kernel = "FlexAttention" if getattr(plain, "flex_attention", False) else "SDPA"
+            self.log(f"packed rows: {kernel} with a per-conversation mask")
         self.ckpt = None
         if cfg.checkpoint.dir:
             c = cfg.checkpoint

@@ -106,6 +106,31 @@ def segment_mask(segments: torch.Tensor) -> torch.Tensor:
     return ((segments[:, :, None] == segments[:, None, :]) & causal)[:, None]
 
 
+def segment_block_mask(segments: torch.Tensor):
+    """The same rule as segment_mask as a FlexAttention BlockMask: only the 128 x 128 tiles that
+    hold a visible pair are computed, so packed rows cost about what one causal sequence costs.
+    Fast only inside compiled blocks (wrap_model chooses it then, on GPUs)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def same_conversation(b, h, q, kv):
+        return (q >= kv) & (segments[b, q] == segments[b, kv])
+
+    b, t = segments.shape
+    return create_block_mask(same_conversation, b, None, t, t, device=segments.device)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask) -> torch.Tensor:
+    """Causal attention [B, heads, T, head_dim]: fused causal SDPA without a mask, SDPA with a
+    boolean mask, or FlexAttention with a BlockMask."""
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    if isinstance(mask, torch.Tensor):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return flex_attention(q, k, v, block_mask=mask)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -146,10 +171,7 @@ class Attention(nn.Module):
         if repeat > 1:  # grouped-query: each key/value head serves `repeat` query heads
             k = k.repeat_interleave(repeat, dim=1)
             v = v.repeat_interleave(repeat, dim=1)
-        if mask is None:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = attend(q, k, v, mask)
         return self.wo(out.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -234,12 +256,18 @@ class Transformer(nn.Module):
         # has one entry (as Hugging Face's tied checkpoints have no lm_head) and the FSDP2 root,
         # which owns tok_embeddings, holds the one parameter both uses gather
         self.output = None if cfg.tie_embeddings else nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        # packed rows (segments): FlexAttention's block mask instead of a dense boolean one; set by
+        # parallel.wrap_model where the blocks are compiled on a GPU (eager flex is slow)
+        self.flex_attention = False
 
     def forward(self, tokens: torch.Tensor, positions=None, segments=None) -> torch.Tensor:
         """tokens [B, T] (T <= max_seq_len) -> logits [B, T, vocab_size]. positions [B, T] int64:
         each token's rotary position (default 0..T-1); segments [B, T] int: attention stays
         inside runs of equal ids (default: one causal sequence, SDPA's fused causal path)."""
-        mask = None if segments is None else segment_mask(segments)
+        if segments is None:
+            mask = None
+        else:
+            mask = segment_block_mask(segments) if self.flex_attention else segment_mask(segments)
         h = self.tok_embeddings(tokens)
         for layer in self.layers:
             h = layer(h, positions, mask)

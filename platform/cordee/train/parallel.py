@@ -165,6 +165,14 @@ def gloo_can_shard() -> bool:
     return bool(out.item() == world and gathered.sum().item() == world)
 
 
+def flex_attention_available() -> bool:
+    try:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention  # noqa: F401
+    except ImportError:  # torch < 2.5
+        return False
+    return True
+
+
 def wrap_model(model, d: Dist, *, precision: str, compile: bool, activation_checkpointing: bool):
     """The model ready to train: per-block activation checkpointing, then per-block compile, then
     sharding (the order torchtitan uses). Returns (model, one line describing the setup)."""
@@ -182,6 +190,8 @@ def wrap_model(model, d: Dist, *, precision: str, compile: bool, activation_chec
         for block in model.layers:
             block.compile()  # in place: state-dict keys stay those of the plain model
         notes.append("compile per block")
+        if on_gpu and flex_attention_available():
+            model.flex_attention = True  # packed rows: only the visible tiles are computed
     mixed = precision == "bf16" and on_gpu
     if precision == "bf16" and not on_gpu:
         notes.append("bf16 requested, CPU runs fp32")
