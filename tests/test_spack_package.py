@@ -31,6 +31,8 @@ NOT_VARIANTS = {
     "train": "torch and numpy: the uenv builds py-torch (and with it py-numpy) as root specs",
     "plot": "matplotlib for `preflight --plot` only; sites add py-matplotlib to the uenv if they want it",
     "tokenizers": "a Rust build; `data prepare --tokenizer` runs where data is prepared, not in jobs",
+    "finetune": "py-torch is a root spec of the uenv; sites that fine-tune add py-safetensors (and "
+    "py-tokenizers, py-jinja2 where `data prepare --chat` runs) as root specs beside it",
 }
 
 
