@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slurm
 CORDEE = str(Path(sys.executable).with_name("cordee"))
 
 STAND_IN = textwrap.dedent("""
-    import os, sys, time
+    import os, signal, sys, time
     from cordee.train.signals import EXIT_STOPPED, StopRequest
     state, mode = sys.argv[1], sys.argv[2]
     job, rank = os.environ["SLURM_JOB_ID"], os.environ["RANK"]  # RANK from cordee launch
@@ -48,6 +48,9 @@ STAND_IN = textwrap.dedent("""
             f.write("1")
         os.replace(state + ".tmp", state)
     print(f"rank {rank}: {stop.signal_name} at step {step}, checkpointed", flush=True)
+    # as the trainer does (train/loop.py): Python's finalization puts SIGTERM back to its default,
+    # so srun's SIGTERM in that window would still kill with 143; SIG_IGN survives finalization
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.exit(EXIT_STOPPED)
 """)
 
