@@ -15,6 +15,20 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fuzz.artifacts import (
+    EXPORT_OUT,
+    GOOD_MESSAGES,
+    chat_data,
+    chat_inputs,
+    chat_model_dirs,
+    chat_model_files,
+    chat_overrides,
+    checkpoints,
+    hf_dirs,
+    metrics_files,
+    pack_sources,
+    verify_images,
+)
 from fuzz.contract import Violation
 from fuzz.documents import (
     TRAIN_NAMES,
@@ -28,6 +42,7 @@ from fuzz.documents import (
     system_profiles,
     token_data,
     tokenizer_files,
+    toml_value,
     train_config_args,
     train_overrides,
 )
@@ -47,7 +62,7 @@ from fuzz.hostile import (
 )
 from fuzz.journal import JOURNAL
 from fuzz.runner import DEADLINE_S, Command, run, run_in, sandbox
-from fuzz.sandbox import Fifo, Symlink
+from fuzz.sandbox import Directory, Fifo, Symlink
 
 
 @contract(examples=30)
@@ -625,6 +640,255 @@ def test_job_render(options):
             JOURNAL.add(Violation("consistency", "job render -> bash -n: syntax error", detail), outcome)
 
 
+# --- storage and fine-tuning verbs ---------------------------------------------------------------
+
+CKPT_GOOD = {
+    "cost": words(["--cost", "10"], ["--cost", "0.5"]),
+    "mtbf": words(["--mtbf", "24"], ["--nodes", "64", "--node-mtbf", "5000"]),
+    "step": words([], ["--step-time", "1.5"]),
+    "json": flag("--json"),
+}
+CKPT_BAD = {
+    "cost": option("--cost", numbers()) | words([]),
+    "mtbf": option("--mtbf", numbers()) | option("--node-mtbf", numbers()) | option("--nodes", numbers())
+    | words(["--mtbf", "1", "--nodes", "2", "--node-mtbf", "3"], ["--node-mtbf", "3"], []),
+    "step": option("--step-time", numbers()),
+}  # fmt: skip
+
+
+@contract(examples=10)
+@given(options=one_broken(CKPT_GOOD, CKPT_BAD))
+def test_ckpt_interval(options):
+    fuzz(Command("ckpt interval", ("ckpt", "interval", *options)))
+
+
+JOB_METRICS_GOOD = {
+    "interval": words(["--mtbf", "24"], ["--node-mtbf", "5000"], ["--ckpt-cost", "5", "--mtbf", "2"]),
+    "metrics": st.just(["--metrics", "METRICS"]),
+}
+JOB_METRICS_BAD = {
+    "interval": option("--mtbf", numbers()) | option("--node-mtbf", numbers())
+    | option("--ckpt-cost", numbers()) | option("--step-time", numbers()) | option("--save-every", numbers())
+    | words(["--save-every", "10"], []),
+    "metrics": st.just(["--metrics", "METRICS"]),
+}  # fmt: skip
+
+
+@contract(examples=12)
+@given(options=one_broken(JOB_METRICS_GOOD, JOB_METRICS_BAD), metrics=metrics_files())
+def test_job_render_metrics(options, metrics):
+    """The checkpoint interval computed from the trainer's metrics file (hostile JSONL)."""
+    options = [metrics.arg if o == "METRICS" else o for o in options]
+    args = ("job", "render", "--name", "r", "--nodes", "2", "--ntasks-per-node", "4", "--time", "01:00:00",
+            "--config", "tiny", *options)  # fmt: skip
+    fuzz(Command("job render --metrics", args, files=metrics.files))
+
+
+STORAGE_ENV = st.fixed_dictionaries(
+    {},
+    optional={
+        "CORDEE_DATA_DIR": paths() | text(), "CORDEE_CKPT_DIR": paths() | text(),
+        "CORDEE_FREE_WARN_PCT": numbers(), "CORDEE_FREE_FAIL_PCT": numbers(),
+        "TRITON_CACHE_DIR": paths() | text(), "HF_HOME": paths(), "CUDA_CACHE_DISABLE": values(),
+        "TORCHINDUCTOR_CACHE_DIR": paths(), "HOME": paths() | text(), "USER": text(),
+    },
+)  # fmt: skip
+
+
+@contract(examples=12)
+@given(
+    data=option("--data", paths() | text() | st.just("{CWD}")),
+    checkpoints=option("--checkpoints", paths() | text() | st.just("{CWD}/ck")),
+    env=STORAGE_ENV,
+    as_json=flag("--json"),
+)
+def test_env_check_storage(data, checkpoints, env, as_json):
+    args = ("env", "check", *as_json, *data, *checkpoints)  # --json first: a bare --data would take it
+    fuzz(Command("env check --data", args, env=env, report_verb=True))
+
+
+HOME_MOUNTS = st.sampled_from(
+    ["${HOME}:${HOME}", "${HOME}:/home", "{HOME}:/h", "{HOME}/:/h:ro", "${HOME}/..:/x", "/home:/home",
+     "${HOME}/sub:/s", "~:/x", "$HOME:/y", "${HOME}", "{HOME}/../home:/z"]
+)  # fmt: skip
+
+
+@contract(examples=10)
+@given(
+    mounts=st.lists(HOME_MOUNTS, min_size=1, max_size=3),
+    home=st.sampled_from(["{HOME}", "/", "", "{HOME}/", "relative"]) | text(),
+    as_json=flag("--json"),
+)
+def test_edf_check_home(mounts, home, as_json):
+    """EDFs that mount all of $HOME (the warning of this session), with hostile HOME values."""
+    # "${HOME}" as TOML's "$\u007bHOME}": the sandbox would expand the {HOME} in it to its own home
+    values = ", ".join(toml_value(m).replace("${", "$\\u007b") for m in mounts)
+    body = 'image = "ubuntu:22.04"\nmounts = [' + values + "]\n"
+    command = Command("edf check $HOME", ("edf", "check", "{CWD}/e.toml", *as_json), env={"HOME": home},
+                      files={"cwd/e.toml": body}, report_verb=True)  # fmt: skip
+    fuzz(command)
+
+
+# OUT of `data pack`: only places inside the sandbox (a --force over a device would replace it)
+PACK_OUT = ["{CWD}/out.sqsh", "out.sqsh", "{CWD}/empty.toml", "{CWD}/fifo", "{CWD}/dir.toml",
+            "{CWD}/zero.yaml", "{CWD}/missing/x.sqsh", "", "{CWD}/src/x.sqsh", "{CWD}/a\nb.sqsh",
+            "{CWD}/" + "o" * 300]  # fmt: skip
+PACK_GOOD = {
+    "flags": st.lists(st.sampled_from(["--quiet", "--json", "--force"]), max_size=3, unique=True),
+    "mount": words([], ["--mount-point", "/data"], ["--mount-point", "/a b/é"]),
+}
+PACK_BAD = {
+    "mount": option("--mount-point", text() | paths()),
+    "timeout": option("--timeout", timeouts()),
+    "src": st.just(["SRC"]),
+    "out": st.just(["OUT"]),
+}
+
+
+@contract(examples=12)
+@given(options=one_broken(PACK_GOOD, PACK_BAD), src=pack_sources(), out=st.sampled_from(PACK_OUT))
+def test_data_pack(options, src, out):
+    """Tiny trees only. Also the consistency of pack and verify: an image pack wrote, verify
+    finds whole (exit 0)."""
+    src = src if "SRC" in options else Doc({"cwd/src/a.txt": "one\n", "cwd/src/b/c": "x"}, "src")
+    out = out if "OUT" in options else "{CWD}/out.sqsh"
+    options = [o for o in options if o not in ("SRC", "OUT")]
+    command = Command(
+        "data pack", ("data", "pack", src.arg, out, *options), files=src.files, may_write=(out,)
+    )
+    with sandbox() as box:
+        outcome = run_in(box, command)
+        JOURNAL.record(outcome)
+        if outcome.returncode != 0 or "--help" in options:
+            return
+        verified = run_in(box, Command("data verify (packed)", ("data", "verify", out, "--quiet")))
+        JOURNAL.record(verified)
+        if verified.returncode != 0:
+            said = (verified.stdout + verified.stderr)[-300:]
+            detail = f"`data pack` wrote an image `data verify` rejects: {said}"
+            JOURNAL.add(Violation("consistency", "data pack -> data verify: image rejected", detail), outcome)
+
+
+@contract(examples=10)
+@given(image=verify_images(), options=st.lists(st.sampled_from(["--quiet", "--json"]), max_size=2),
+       timeout=option("--timeout", timeouts()))  # fmt: skip
+def test_data_verify(image, options, timeout):
+    args = ("data", "verify", image.arg, *options, *timeout)
+    fuzz(Command("data verify", args, files=image.files, report_verb=True))
+
+
+CHAT_GOOD = {
+    "seq": words(["--seq-len", "32"], ["--seq-len", "64"]),
+    "packing": words([], ["--packing", "pack"], ["--packing", "pad"]),
+    "flags": st.lists(st.sampled_from(["--overwrite", "--quiet", "--json"]), max_size=2, unique=True),
+}
+CHAT_BAD = {
+    "seq": option("--seq-len", chat_overrides()) | words([]),
+    "packing": option("--packing", text()),
+    "model": st.just(["MODEL"]),
+    "inputs": st.just(["INPUTS"]),
+    "mix": words(["--tokenizer", "{CWD}/model/tokenizer.json"], ["--format", "lines"], ["--key", "x"],
+                 ["--shard-tokens", "4"], ["--eos-token", "</s>"]),
+}  # fmt: skip
+
+
+@contract(examples=12)
+@given(options=one_broken(CHAT_GOOD, CHAT_BAD), model=chat_model_dirs(), inputs=chat_inputs())
+def test_data_prepare_chat(options, model, inputs):
+    """Also the consistency of prepare --chat and train: chat data prepare writes, `train --dry-run`
+    reads with the model's vocabulary and the seq_len it was prepared for."""
+    model = model if "MODEL" in options else Doc({f"cwd/model/{k}": v for k, v in chat_model_files().items()},
+                                                 "model")  # fmt: skip
+    inputs = inputs if "INPUTS" in options else Doc(
+        {"cwd/chat.jsonl": "\n".join([json.dumps({"messages": GOOD_MESSAGES})] * 3) + "\n"}, "chat.jsonl"
+    )  # fmt: skip
+    options = [o for o in options if o not in ("MODEL", "INPUTS")]
+    args = ("data", "prepare", "--chat", inputs.arg, "--model-dir", model.arg, "-o", "out", *options)
+    with sandbox() as box:
+        outcome = run_in(box, Command("data prepare --chat", args, files={**model.files, **inputs.files},
+                                      may_write=("out",)))  # fmt: skip
+        JOURNAL.record(outcome)
+        index = box.cwd / "out" / "index.json"
+        if outcome.returncode != 0 or not index.is_file():
+            return
+        written = json.loads(index.read_text())
+        seq_len, vocab = written["seq_len"], written["vocab_size"]
+        args = ("train", "--config", "tiny", "--dry-run", "data.path=out", f"seq_len={seq_len}",
+                f"model.vocab_size={vocab}", f"model.max_seq_len={max(64, seq_len)}")  # fmt: skip
+        read = run_in(box, Command("train --dry-run (chat)", args))
+        JOURNAL.record(read)
+        if read.returncode != 0:
+            detail = f"`data prepare --chat` wrote data that `train --dry-run` rejects: {read.stderr[-300:]}"
+            JOURNAL.add(Violation("consistency", "data prepare --chat -> train: rejected", detail), outcome)
+
+
+IO_GOOD = {
+    "path": words(["{CWD}/io"], ["io"]),
+    "sizes": words(["--files", "10", "--size", "1M"], ["--files", "12", "--size", "1048576"]),
+    "flags": st.lists(st.sampled_from(["--json", "--keep"]), max_size=2, unique=True),
+}
+BAD_FILES = ["0", "9", "1000001", "", "x", "1.5", "¹", "9" * 5000]
+IO_BAD = {
+    "path": paths().filter(lambda p: "outside" not in p).map(lambda p: [p]) | text().map(lambda t: [t]),
+    "sizes": option("--files", st.sampled_from(BAD_FILES) | text()).map(lambda o: [*o, "--size", "1M"])
+    | option("--size", st.sampled_from(["0", "1", "1K", "1023K", "5T", "9" * 30, "1.5M", "1 M", "-1M", ""])
+             | text()).map(lambda o: [*o, "--files", "10"]),
+    "timeout": option("--timeout", timeouts()),
+    "env": st.just(["ENV"]),
+}  # fmt: skip
+
+
+@contract(examples=8)
+@given(options=one_broken(IO_GOOD, IO_BAD), env=launch_env(most=2))
+def test_io_bench(options, env):
+    """--quick with 10 small files and 1 MiB: a run takes about a second. A launch environment of
+    several ranks waits at the rank barrier for --timeout: 2 s then."""
+    if "ENV" in options:
+        options = [o for o in options if o != "ENV"] + ["--timeout", "2"]
+    else:
+        env = {}
+    may_write = tuple(o for o in options if o in ("{CWD}/io", "io"))
+    args = ("io", "bench", "--quick", *options)
+    command = Command("io bench", args, env=env, files={"cwd/io": Directory()}, may_write=may_write,
+                      deadline=2 * DEADLINE_S)  # fmt: skip
+    fuzz(command)
+
+
+SHARD_SIZES = st.sampled_from(["1B", "5GB", "0", "2PiB", "1 GiB"]) | numbers() | text()
+EXPORT_OPTIONS = st.lists(
+    words(["--quiet"], ["--json"], ["--dtype", "bf16"], ["--dtype", "fp32"])
+    | option("--dtype", text()) | option("--max-shard-size", SHARD_SIZES),
+    max_size=2,
+).map(lambda parts: [word for part in parts for word in part])  # fmt: skip
+
+
+@contract(examples=8)
+@given(ckpt=checkpoints(), out=st.sampled_from(EXPORT_OUT), force=flag("--force"), options=EXPORT_OPTIONS)
+def test_export(ckpt, out, force, options):
+    """Hostile checkpoint directories: no run reaches a real export."""
+    args = ("export", ckpt.arg, out, *force, *options)
+    fuzz(Command("export", args, files=ckpt.files, may_write=(out,) if out else (), deadline=2 * DEADLINE_S))
+
+
+@contract(examples=10)
+@given(data=chat_data(), seq_len=st.sampled_from(["32", "32", "16", "64"]),
+       overrides=words([], ["micro_batch=2", "global_batch=4"], ["model.vocab_size=4"]))  # fmt: skip
+def test_train_chat_data(data, seq_len, overrides):
+    """Chat data (cordee.chat/1) with index.json or the shard broken, read by the dry run."""
+    args = ("train", "--dry-run", "--config", "tiny", f"data.path={data.arg}", f"seq_len={seq_len}",
+            "model.vocab_size=64", *overrides)  # fmt: skip
+    fuzz(Command("train --dry-run (chat data)", args, files=data.files))
+
+
+@contract(examples=12)
+@given(model=hf_dirs(), overrides=words([], ["seq_len=16"], ["model.n_layers=1"], ["model.arch=apertus"]),
+       config=st.sampled_from(["tiny", "finetune-llama", "finetune-apertus"]))  # fmt: skip
+def test_train_from_hf(model, overrides, config):
+    """model.from_hf=DIR with a hostile config.json; the dry run reads no weights."""
+    args = ("train", "--dry-run", "--config", config, f"model.from_hf={model.arg}", *overrides)
+    fuzz(Command("train from_hf", args, files=model.files))
+
+
 VOCABULARY = [
     "env", "show", "check", "hostlist", "expand", "compress", "image", "list", "validate", "render", "edf",
     "net", "launch", "--dry-run", "--json", "--profile", "--out", "--all", "--sqsh", "--timeout",
@@ -633,10 +897,18 @@ VOCABULARY = [
     "preflight", "baseline", "ci-template", "--level", "quick", "--checks", "--system", "--thresholds",
     "bench", "collectives", "gemm", "hbm", "--device", "cpu", "--ops", "train", "--config", "tiny", "data",
     "prepare", "-o", "--format", "--tokenizer", "job", "--name", "--nodes", "--time", "--set", "--command",
+    "io", "--quick", "--files", "--size", "--keep", "ckpt", "interval", "--cost", "--mtbf", "--node-mtbf",
+    "--step-time", "export", "--dtype", "--max-shard-size", "pack", "verify", "--mount-point", "--chat",
+    "--model-dir", "--seq-len", "--packing", "--data", "--checkpoints", "--metrics", "--save-every",
+    "model.from_hf=hf", "--quiet",
 ]  # fmt: skip
 # What must follow these words wherever they appear, so that no run starts real work: the quick
-# preflight on one rank, benchmarks of one byte or one 1x1 matrix, once.
+# preflight on one rank, benchmarks of one byte or one 1x1 matrix, once; the I/O benchmark of ten
+# files and 1 MiB in the working directory; a pack of a tiny tree (--force is not a word here: OUT
+# could be /dev/null).
 NO_WORK = {
+    "io": ["bench", "{CWD}", "--quick", "--files", "10", "--size", "1M", "--timeout", "5"],
+    "pack": ["{CWD}/src", "{CWD}/out.sqsh"],
     "launch": ["--dry-run"],
     "train": ["--dry-run"],
     "preflight": ["--level", "quick", "--nproc", "1", "-q"],
@@ -645,6 +917,7 @@ NO_WORK = {
     "hbm": ["--sizes", "1", "--iters", "1", "--warmup", "0"],
 }
 
+MORE_WORK = ("--nproc", "--sizes", "--iters", "--level", "--files", "--size", "--timeout")
 
 # Encodings and terminal widths a shell may carry: output must not depend on them to be sane.
 TERMINAL = st.fixed_dictionaries(
@@ -663,13 +936,13 @@ TERMINAL = st.fixed_dictionaries(
 def test_any_arguments(argv, env):
     """Verbs and options in any order, repeated, missing their values or given odd ones."""
     # --out through the sentinel link asks to write there; build and run would start podman;
-    # --nproc, --sizes, --iters and --level (given later) could ask for real work again
+    # MORE_WORK (given later) could ask for real work again
     argv = [a for a in argv if "outside" not in a and a not in ("build", "run")]
     for word, safe in NO_WORK.items():
         if word in argv:
             at = argv.index(word) + 1
-            argv[at:] = [a for a in argv[at:] if a not in ("--nproc", "--sizes", "--iters", "--level")]
+            argv[at:] = [a for a in argv[at:] if a not in MORE_WORK]
             argv[at:at] = safe
-    fuzz(
-        Command("any arguments", tuple(argv), env=env, may_write=("{ROOT}/build", "{CWD}"), report_verb=True)
-    )
+    command = Command("any arguments", tuple(argv), env=env, files={"cwd/src/a.txt": "x"},
+                      may_write=("{ROOT}/build", "{CWD}"), report_verb=True)  # fmt: skip
+    fuzz(command)

@@ -187,5 +187,8 @@ def measured_from_metrics(path: str) -> Measured:
 def _finite(value) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond float's range: not a duration the trainer wrote
+        return None
     return value if math.isfinite(value) else None

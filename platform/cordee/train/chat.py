@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from cordee.errors import InputError, shown
@@ -29,6 +32,15 @@ ROLES = ("system", "user", "assistant", "tool")
 SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 MAX_TOKENIZER_BYTES = 256 << 20
 TEMPLATE_FILE = "chat_template.jinja"
+# A template is code from the model directory: one render of one conversation must end, and small.
+# Real templates take milliseconds and write about the conversation's length.
+MAX_RENDER_CHARS = 64 << 20
+MAX_POWER_BITS = 1 << 16
+RENDER_SECONDS = 5.0
+
+
+class RenderLimit(Exception):
+    """A chat template ran past RENDER_SECONDS or wrote more than MAX_RENDER_CHARS."""
 
 
 @dataclass(frozen=True)
@@ -107,14 +119,66 @@ def _environment():
             x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
         )
 
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[Generation, loopcontrols]
-    )
+    class Bounded(ImmutableSandboxedEnvironment):
+        """Refuses the one-operator bombs: 'a' * 10**10, 9 ** 10**9, x + x doubled (the sandbox
+        bounds range())."""
+
+        intercepted_binops = frozenset({"*", "**", "+"})
+
+        def call_binop(self, context, operator, left, right):
+            ints = all(isinstance(v, int) for v in (left, right))
+            if operator == "**" and ints and right > 0 and abs(left).bit_length() * right > MAX_POWER_BITS:
+                raise RenderLimit(f"{left} ** {right} is too large")
+            if (
+                operator == "+"
+                and isinstance(left, str | list | tuple)
+                and isinstance(right, str | list | tuple)
+            ):
+                if len(left) + len(right) > MAX_RENDER_CHARS:  # x + x, doubled in a loop
+                    raise RenderLimit(f"a sequence of {len(left) + len(right)} items is too long")
+            if operator == "*":
+                seq, times = (left, right) if isinstance(right, int) else (right, left)
+                if isinstance(seq, str | list | tuple) and isinstance(times, int):
+                    if len(seq) * times > MAX_RENDER_CHARS:
+                        raise RenderLimit(f"a sequence of {len(seq)} repeated {times} times is too long")
+            return super().call_binop(context, operator, left, right)
+
+    env = Bounded(trim_blocks=True, lstrip_blocks=True, extensions=[Generation, loopcontrols])
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
     env.globals["dict"] = dict
     return env
+
+
+@contextmanager
+def _deadline(seconds: float):
+    """RenderLimit in the main thread once `seconds` have passed (SIGALRM: the template's loops are
+    Python code, which a signal handler interrupts); no bound elsewhere but the text's length."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise RenderLimit(f"it ran longer than {seconds:g} s")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _bounded_join(pieces) -> str:
+    out, size = [], 0
+    for piece in pieces:
+        size += len(piece)
+        if size > MAX_RENDER_CHARS:
+            raise RenderLimit(f"it wrote more than {MAX_RENDER_CHARS} characters")
+        out.append(piece)
+    return "".join(out)
 
 
 class ChatTemplate:
@@ -174,10 +238,13 @@ class ChatTemplate:
 
     def render(self, messages: list[dict], generation_prompt: bool, where: str) -> str:
         try:
-            return self.template.render(
-                messages=messages, tools=None, documents=None, add_generation_prompt=generation_prompt,
-                **self.special,
-            )  # fmt: skip
+            with _deadline(RENDER_SECONDS):
+                return _bounded_join(self.template.generate(
+                    messages=messages, tools=None, documents=None, add_generation_prompt=generation_prompt,
+                    **self.special,
+                ))  # fmt: skip
+        except RenderLimit as e:
+            raise InputError(f"{where}: the chat template was stopped: {e}") from None
         except Exception as e:  # the template's raise_exception, an undefined name, a sandbox refusal
             text = " ".join(str(e).split())[:120] or type(e).__name__
             raise InputError(f"{where}: the chat template failed: {text}") from None

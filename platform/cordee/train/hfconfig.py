@@ -10,6 +10,7 @@ config is checked before anything heavy is imported.
 
 from __future__ import annotations
 
+import math
 import os
 
 from cordee.errors import InputError, shown
@@ -44,6 +45,14 @@ def read_hf_config(model_dir: str) -> dict:
     return data
 
 
+def _finite(value: int | float) -> bool:
+    """float() holds it: not NaN, not infinite, not an integer beyond float's range (10**400)."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 def _field(path: str, data: dict, name: str, kind, default=None, *, lo=None):
     value = data.get(name, default)
     if value is None:
@@ -53,10 +62,10 @@ def _field(path: str, data: dict, name: str, kind, default=None, *, lo=None):
     else:  # JSON has no separate float: an integer is a number too
         allowed = int | float if kind is float else kind
         ok = isinstance(value, allowed) and not isinstance(value, bool)
-    if kind is float and ok and value != value:  # NaN  # noqa: PLR0124
+    if kind is float and ok and not _finite(value):
         ok = False
     if not ok or (lo is not None and value < lo):
-        need = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[kind]
+        need = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}[kind]
         bound = f" >= {lo}" if lo is not None else ""
         raise InputError(f"{shown(path)}: {name} = {shown(value)} is not {need}{bound}")
     return float(value) if kind is float else value
