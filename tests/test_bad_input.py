@@ -555,16 +555,12 @@ def test_hf_config_with_an_integer_beyond_float(field):
     assert outcome.returncode == 2 and field in outcome.stderr
 
 
-@pytest.mark.xfail(
-    strict=False, reason="reported: train/ckptlayout.py read_manifest, json.loads without read_json"
-)
 def test_export_of_a_manifest_nested_too_deeply():
     """cordee.json of 100000 nested lists: RecursionError (export; load_latest on resume too)."""
     outcome = check_run(Command("export", ("export", "ck", "out"), files={"cwd/ck/cordee.json": DEEP_JSON}))
     assert outcome.returncode == 2
 
 
-@pytest.mark.xfail(strict=False, reason="reported: edf check's $HOME warning for an empty source (HOME='')")
 def test_edf_check_home_warning_needs_a_home():
     """HOME='' expands ${HOME}:/home to ':/home': an error, and a warning that '' is all of $HOME."""
     edf = {

@@ -159,6 +159,8 @@ def whole_home(written: str, source: str, environ: Mapping[str, str]) -> list[Pr
     itself. CSCS guidance (cscs-docs container-engine/run.md, storage guide): mount only the
     subdirectories a job needs; all of $HOME brings every dotfile, cache and credential into the
     container and ties the job to the home filesystem."""
+    if not source:  # HOME empty or unset: the empty source is an error of its own
+        return []
     literal = written.rstrip("/") in ("$HOME", "${HOME}", "~")
     expanded = source.startswith("/") and os.path.normpath(source) in _homes(environ)
     if not (literal or expanded):

@@ -9,7 +9,7 @@ import os
 import re
 from pathlib import Path
 
-from cordee.errors import InputError
+from cordee.errors import InputError, one_line
 from cordee.fileio import ReadError, read_bounded
 
 SCHEMA = "cordee.checkpoint/1"
@@ -39,8 +39,10 @@ def read_manifest(path: Path) -> dict:
         doc = json.loads(read_bounded(path / MANIFEST, 1 << 20))
     except ReadError as e:
         raise ValueError(e.reason) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{MANIFEST} is not JSON ({e})") from None
+    except ValueError as e:  # not JSON, not UTF-8, an integer of more than 4,300 digits
+        raise ValueError(f"{MANIFEST} is not JSON ({one_line(str(e))[:120]})") from None
+    except RecursionError:  # json nests by recursion
+        raise ValueError(f"{MANIFEST} is not JSON (nested too deeply)") from None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or doc.get("complete") is not True:
         raise ValueError(f"{MANIFEST} is not a complete {SCHEMA} manifest")
     if not isinstance(doc.get("step"), int) or not isinstance(doc.get("world_size"), int):
