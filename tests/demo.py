@@ -235,7 +235,7 @@ def main() -> int:
     print("demo: storage OK: the dataset image is reproducible and verified, a flipped byte was caught")
     rc = container_step()
     if rc == 0:
-        print("demo: OK: launch, preflight and chained training on the Slurm cluster; all_reduce in cpu-ci")
+        print("demo: OK: launch, preflight, chained training, fine-tuning; storage; all_reduce in cpu-ci")
     return rc
 
 
