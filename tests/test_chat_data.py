@@ -21,14 +21,8 @@ from cordee.errors import InputError
 from cordee.train.chat import ChatTemplate
 from cordee.train.chatdata import PAD, START, TARGET, ChatSource
 from cordee.train.chatprep import prepare_chat
-from cordee.train.data import (
-    IGNORE_INDEX,
-    masked_batch,
-    open_source,
-    rank_batch,
-    require_samples,
-    step_indices,
-)
+from cordee.train.data import open_source, require_samples
+from cordee.train.order import IGNORE_INDEX, masked_batch, rank_batch, step_indices
 
 CORDEE = str(Path(sys.executable).with_name("cordee"))
 
@@ -235,7 +229,7 @@ def _grad_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
     import torch
 
     from cordee.train import parallel
-    from cordee.train.config import load_config
+    from cordee.train.configload import load_config
     from cordee.train.loop import Trainer
     from cordee.train.signals import StopRequest
 
@@ -261,7 +255,7 @@ def test_masked_gradient_at_two_ranks_and_accumulation_equals_the_full_batch_mea
     import torch
     import torch.nn.functional as F
 
-    from cordee.train.config import load_config
+    from cordee.train.configload import load_config
     from cordee.train.model import Transformer
 
     src = write_jsonl(tmp_path / "c.jsonl", conversations(40, seed=2))

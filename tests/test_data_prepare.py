@@ -16,6 +16,7 @@ import pytest
 
 from cordee.errors import InputError
 from cordee.train import prepare as prep
+from cordee.train import tokenizer
 from cordee.train.data import open_source, read_header
 from cordee.train.prepare import prepare
 
@@ -75,6 +76,7 @@ def test_text_lines_and_jsonl_round_trip(tmp_path):
 
 def test_long_documents_are_streamed_in_pieces(tmp_path, monkeypatch):
     monkeypatch.setattr(prep, "PIECE_BYTES", 7)  # many pieces and batches on a small input
+    monkeypatch.setattr(tokenizer, "BATCH_BYTES", 7)
     text = os.urandom(1000) + b"\n" + b"line\n" * 50
     (tmp_path / "big.txt").write_bytes(text)
     (tmp_path / "l.txt").write_bytes(b"a\nbb\n\nccc\n" * 20)
@@ -100,6 +102,7 @@ def test_a_tokenizers_tokenizer_json(tmp_path, monkeypatch):
     (tmp_path / "d.jsonl").write_text("".join(json.dumps({"t": d}) + "\n" for d in docs))
     (tmp_path / "long.txt").write_text(docs[1])
     monkeypatch.setattr(prep, "PIECE_BYTES", 64)  # the long document is cut at line ends
+    monkeypatch.setattr(tokenizer, "BATCH_BYTES", 64)
     index = prepare(
         [str(tmp_path / "d.jsonl"), str(tmp_path / "long.txt")],
         str(tmp_path / "o"),
@@ -118,6 +121,7 @@ def test_a_tokenizers_tokenizer_json(tmp_path, monkeypatch):
 
     # a line longer than 4 pieces is cut, but never inside a character (no U+FFFD, so no [UNK])
     monkeypatch.setattr(prep, "PIECE_BYTES", 8)
+    monkeypatch.setattr(tokenizer, "BATCH_BYTES", 8)
     (tmp_path / "one-line.txt").write_text("é " * 150 + "the")
     prepare([str(tmp_path / "one-line.txt")], str(tmp_path / "u"), tokenizer=str(tmp_path / "tokenizer.json"))
     assert stream(tmp_path / "u").tolist() == [6] * 150 + [1, eos]

@@ -153,7 +153,8 @@ def test_bf16_export_and_force(pretrained, tmp_path):
 
 def test_fine_tuning_configs_take_the_shape_from_the_model_and_keep_the_usual_schedule(tmp_path):
     from cordee.errors import InputError
-    from cordee.train.config import learning_rate, load_config
+    from cordee.train.config import learning_rate
+    from cordee.train.configload import load_config
 
     source = hftiny.model_dir(tmp_path / "hf", "llama", max_position_embeddings=4096)
     cfg = load_config("finetune-llama", [f"model.from_hf={source}"])

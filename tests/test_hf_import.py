@@ -241,8 +241,9 @@ def test_config_problems_exit_2_in_one_line_through_the_cli(tmp_path, saved):
 
 
 def test_training_from_a_hf_model_starts_at_transformers_loss(tmp_path, saved):
-    from cordee.train.config import load_config
-    from cordee.train.data import open_source, rank_batch
+    from cordee.train.configload import load_config
+    from cordee.train.data import open_source
+    from cordee.train.order import rank_batch
 
     model_dir, hf = saved["llama"]
     metrics = tmp_path / "metrics.jsonl"

@@ -15,7 +15,8 @@ import pytest
 
 from cordee.errors import CordeeError
 from cordee.storage import lustre
-from cordee.storage.checks import Mount, stripe_finding
+from cordee.storage.checks import stripe_finding
+from cordee.storage.mounts import Mount
 
 MIB = 1 << 20
 
@@ -295,7 +296,7 @@ def test_no_lfs_on_lustre_and_no_lustre_here(tmp_path):
 
 
 def _real_mounts():
-    from cordee.storage.checks import read_mounts
+    from cordee.storage.mounts import read_mounts
 
     return read_mounts()
 

@@ -1,4 +1,4 @@
-"""Storage checks (cordee.storage.checks, cordee.preflight.storage_checks): filesystem types from
+"""Storage checks (cordee.storage.mounts and .checks, cordee.preflight.storage_checks): filesystem types from
 mountinfo lines of each kind, the shared-filesystem decision, the cache checks on this machine's real
 paths, free space and inodes on a small tmpfs mounted and filled here, and the preflight wiring.
 
@@ -17,6 +17,14 @@ import pytest
 
 from cordee.errors import InputError
 from cordee.storage import checks
+from cordee.storage.mounts import (
+    SHARED_FS,
+    existing_ancestor,
+    is_shared,
+    mount_of,
+    parse_mountinfo,
+    read_mounts,
+)
 
 # One line per filesystem kind, as /proc/self/mountinfo prints them (proc(5)): ID PARENT MAJ:MIN
 # ROOT MOUNTPOINT OPTIONS [OPTIONAL FIELDS] - FSTYPE SOURCE SUPEROPTIONS.
@@ -42,7 +50,7 @@ SHARED = {"lustre", "nfs", "nfs4", "gpfs", "beegfs", "cifs", "ceph"}
 
 
 def test_mountinfo_lines_of_each_type():
-    mounts = checks.parse_mountinfo(MOUNTINFO + "garbage line\n\n")
+    mounts = parse_mountinfo(MOUNTINFO + "garbage line\n\n")
     assert len(mounts) == 15
     types = {m.mountpoint: m.fstype for m in mounts}
     assert (
@@ -50,20 +58,20 @@ def test_mountinfo_lines_of_each_type():
     )
     assert types["/mnt/with space"] == "nfs4"  # \040 unescaped
     for m in mounts:
-        assert checks.is_shared(m.fstype) == (m.fstype in SHARED), m
+        assert is_shared(m.fstype) == (m.fstype in SHARED), m
 
 
 def test_mount_of_takes_the_longest_mount_point(tmp_path):
-    mounts = checks.parse_mountinfo(MOUNTINFO)
-    assert checks.mount_of("/capstor/scratch/alice/ckpt", mounts).mountpoint == "/capstor"
-    assert checks.mount_of("/users/alice/.triton/cache", mounts).fstype == "nfs4"
-    assert checks.mount_of("/usersX/alice", mounts).fstype == "ext4"  # a prefix is not a parent
-    assert checks.mount_of("/dev/shm/cordee", mounts).fstype == "tmpfs"
-    assert checks.mount_of("/scratch/x", mounts).fstype == "lustre"
+    mounts = parse_mountinfo(MOUNTINFO)
+    assert mount_of("/capstor/scratch/alice/ckpt", mounts).mountpoint == "/capstor"
+    assert mount_of("/users/alice/.triton/cache", mounts).fstype == "nfs4"
+    assert mount_of("/usersX/alice", mounts).fstype == "ext4"  # a prefix is not a parent
+    assert mount_of("/dev/shm/cordee", mounts).fstype == "tmpfs"
+    assert mount_of("/scratch/x", mounts).fstype == "lustre"
 
 
 def test_cache_on_a_shared_filesystem_is_a_warning():
-    mounts = checks.parse_mountinfo(MOUNTINFO)
+    mounts = parse_mountinfo(MOUNTINFO)
     env = {"HOME": "/users/alice", "USER": "alice", "HF_HOME": "/iopsstor/scratch/alice/hf",
            "TRITON_CACHE_DIR": "/dev/shm/alice/triton"}  # fmt: skip
     found = {f.check.removeprefix("storage.cache."): f for f in checks.cache_findings(env, mounts)}
@@ -83,20 +91,20 @@ def test_caches_on_this_machine_end_to_end(tmp_path):
     """The real mounts of this machine: every cache is judged by the type df(1) reports for it."""
     env = {"HOME": str(tmp_path), "USER": "u", "TRITON_CACHE_DIR": "/dev/shm/cordee-test/triton",
            "HF_HOME": str(tmp_path / "hf")}  # fmt: skip
-    for f in checks.cache_findings(env, checks.read_mounts()):
+    for f in checks.cache_findings(env, read_mounts()):
         fstype = df_type(f.path)
-        assert f.status == ("warn" if fstype in checks.SHARED_FS else "ok"), f
+        assert f.status == ("warn" if fstype in SHARED_FS else "ok"), f
         assert f"({fstype})" in f.detail
 
 
 def test_unresolvable_cache_paths_are_skipped_not_crashing():
-    found = checks.cache_findings({"HOME": "/x", "HF_HOME": "/a\0b"}, checks.read_mounts())
+    found = checks.cache_findings({"HOME": "/x", "HF_HOME": "/a\0b"}, read_mounts())
     hf = [f for f in found if f.check == "storage.cache.HF_HOME"][0]
     assert hf.status == "skip" and "\n" not in hf.detail
 
 
 def df_type(path: str) -> str:
-    existing = checks.existing_ancestor(path)
+    existing = existing_ancestor(path)
     r = subprocess.run(["df", "--output=fstype", existing], capture_output=True, text=True, timeout=30)
     return r.stdout.split()[-1]
 

@@ -11,7 +11,6 @@ import pytest
 
 from cordee.errors import InputError
 from cordee.train.config import (
-    CONFIGS_DIR,
     CheckpointConfig,
     DataConfig,
     ModelConfig,
@@ -22,9 +21,8 @@ from cordee.train.config import (
     key_docs,
     key_table_markdown,
     learning_rate,
-    load_config,
-    shipped_configs,
 )
+from cordee.train.configload import CONFIGS_DIR, load_config, shipped_configs
 
 README = Path(__file__).resolve().parents[1] / "platform" / "cordee" / "train" / "README.md"
 
@@ -181,7 +179,8 @@ def test_errors_in_a_file_name_the_file(tmp_path):
 
 def test_files_that_cannot_be_read(tmp_path):
     assert error_of("no-such-config") == (
-        "config 'no-such-config': no such file and not a shipped config (125m, 1b, 8b, finetune-apertus, finetune-llama, tiny)"
+        "config 'no-such-config': no such file and not a shipped config"
+        " (125m, 1b, 8b, finetune-apertus, finetune-llama, tiny)"
     )
     assert "cannot read" in error_of(str(tmp_path / "missing.toml"))
     assert "a directory, not a regular file" in error_of(str(tmp_path))

@@ -17,11 +17,10 @@ from cordee.train.data import (
     HEADER_SIZE,
     SyntheticSource,
     open_source,
-    rank_batch,
     read_header,
-    step_indices,
     write_shard,
 )
+from cordee.train.order import rank_batch, step_indices
 
 
 def cfg(path, seed=1234):
@@ -152,7 +151,7 @@ def test_index_json_must_match_the_shards(tmp_path):
     with pytest.raises(InputError, match=r"vocabulary \(257\) is larger than model.vocab_size 256"):
         open_source(cfg(d), 256)
     (d / "index.json").write_text("{")
-    with pytest.raises(InputError, match="index.json': not a cordee.data/1 index"):
+    with pytest.raises(InputError, match="index.json': cordee.data/1 index is not JSON"):
         open_source(cfg(d), 300)
 
 

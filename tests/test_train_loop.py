@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 from launchvars import clean_env as launch_free
 
-from cordee.train.config import learning_rate, load_config
+from cordee.train.config import learning_rate
+from cordee.train.configload import load_config
 
 CORDEE = str(Path(sys.executable).with_name("cordee"))
 STEPS = 40

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from cordee.errors import CordeeError
-from cordee.train.config import load_config
+from cordee.train.configload import load_config
 from cordee.train.metrics import (
     PEAK_BF16_TFLOPS,
     MetricsLog,

@@ -16,15 +16,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cordee.train.config import ModelConfig, load_config, shipped_configs  # noqa: E402
-from cordee.train.model import (  # noqa: E402
-    Transformer,
-    apply_rotary,
-    cross_entropy,
-    flops_per_token,
-    num_params,
-    rotary_frequencies,
-)
+from cordee.train.config import ModelConfig  # noqa: E402
+from cordee.train.configload import load_config, shipped_configs  # noqa: E402
+from cordee.train.layers import apply_rotary, rotary_frequencies  # noqa: E402
+from cordee.train.model import Transformer, cross_entropy, flops_per_token, num_params  # noqa: E402
 
 README = Path(__file__).resolve().parents[1] / "platform" / "cordee" / "train" / "README.md"
 SMALL = ModelConfig(vocab_size=97, dim=48, n_layers=2, n_heads=6, n_kv_heads=2, ffn_dim=80, max_seq_len=32)

@@ -119,7 +119,7 @@ def main() -> int:
     import torch
     from common import write_result
 
-    from cordee.train.config import load_config
+    from cordee.train.configload import load_config
     from cordee.train.metrics import peak_tflops
     from cordee.train.model import flops_per_token, num_params
 

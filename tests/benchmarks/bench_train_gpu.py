@@ -44,9 +44,10 @@ def plain_worker(config: str, steps: int, warmup: int) -> dict:
     """The baseline loop, in this process: prints one JSON line."""
     import torch
 
-    from cordee.train.config import load_config
-    from cordee.train.data import open_source, rank_batch
+    from cordee.train.configload import load_config
+    from cordee.train.data import open_source
     from cordee.train.model import Transformer, cross_entropy
+    from cordee.train.order import rank_batch
 
     cfg = load_config(config, [])
     device = torch.device("cuda", 0)
@@ -149,7 +150,7 @@ def main() -> int:
     import torch
     from common import write_result
 
-    from cordee.train.config import load_config
+    from cordee.train.configload import load_config
     from cordee.train.metrics import peak_tflops
     from cordee.train.model import flops_per_token, num_params
 

@@ -34,7 +34,8 @@ class TrainCommand(click.Command):
     """--help ends with the table of config keys (type, default, meaning)."""
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        from cordee.train.config import key_docs, shipped_configs
+        from cordee.train.config import key_docs
+        from cordee.train.configload import shipped_configs
 
         rows = [(key, f"{kind}, default {default}: {doc}") for key, kind, default, doc in key_docs()]
         with formatter.section("Config keys (in the TOML file or as KEY=VALUE)"):
@@ -49,7 +50,8 @@ class TrainCommand(click.Command):
 @click.option("--dry-run", is_flag=True, help="Validate, print the resolved config as JSON, start nothing.")
 @click.option("--json", "as_json", is_flag=True, help=f"Print a summary as JSON (schema {SUMMARY_SCHEMA}).")
 def command(source: str, overrides: tuple[str, ...], dry_run: bool, as_json: bool) -> int:
-    from cordee.train.config import check_world, config_hash, grad_accum_steps, load_config
+    from cordee.train.config import check_world, config_hash, grad_accum_steps
+    from cordee.train.configload import load_config
     from cordee.train.data import open_source, require_samples
     from cordee.train.parallel import read_ranks
 

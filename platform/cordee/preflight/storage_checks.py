@@ -23,13 +23,15 @@ def _results(findings) -> list[Result]:
 
 
 def _caches(ctx) -> list[Result]:
-    from cordee.storage.checks import cache_findings, read_mounts
+    from cordee.storage.checks import cache_findings
+    from cordee.storage.mounts import read_mounts
 
     return _results(cache_findings(ctx.environ, read_mounts()))
 
 
 def _layout(ctx) -> list[Result]:
-    from cordee.storage.checks import Finding, read_mounts, stripe_finding
+    from cordee.storage.checks import Finding, stripe_finding
+    from cordee.storage.mounts import read_mounts
 
     mounts, found = read_mounts(), []
     for role, var in (("data", DATA_VAR), ("checkpoints", CKPT_VAR)):

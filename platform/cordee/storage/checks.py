@@ -1,6 +1,6 @@
-"""Storage traps, as plain functions that return findings: which filesystem a path is on, cache
-directories on a shared filesystem, free space and inodes where checkpoints go, and the Lustre
-layout of the data and checkpoint directories (cordee.storage.lustre).
+"""Storage traps, as plain functions that return findings: cache directories on a shared
+filesystem (which filesystem a path is on: cordee.storage.mounts), free space and inodes where
+checkpoints go, and the Lustre layout of the data and checkpoint directories (cordee.storage.lustre).
 
 Why (cscs-docs guides/storage.md and container-engine pages): caches that compilers and libraries
 write (Triton kernels, TorchInductor, Hugging Face downloads, CUDA's JIT cache) on a shared
@@ -17,29 +17,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-# Filesystems shared between nodes (a write on one node is seen by the others, through a server).
-# The kernel's type names as /proc/self/mountinfo prints them; FUSE clients as "fuse.NAME".
-SHARED_FS: dict[str, str] = {
-    "lustre": "Lustre (the scratch and store filesystems of HPC centres)",
-    "nfs": "NFS v2/v3",
-    "nfs4": "NFS v4",
-    "gpfs": "IBM Storage Scale (GPFS)",
-    "beegfs": "BeeGFS",
-    "cifs": "SMB/CIFS",
-    "smb3": "SMB 3",
-    "ceph": "CephFS (kernel client)",
-    "fuse.ceph-fuse": "CephFS (FUSE client)",
-    "panfs": "Panasas PanFS",
-    "wekafs": "WEKA",
-    "glusterfs": "GlusterFS",
-    "fuse.glusterfs": "GlusterFS (FUSE client)",
-    "orangefs": "OrangeFS / PVFS2",
-    "pvfs2": "OrangeFS / PVFS2",
-    "afs": "AFS",
-    "fuse.sshfs": "SSHFS",
-    "9p": "9P (virtio/remote)",
-    "dvs": "Cray DVS (projects a shared filesystem onto compute nodes)",
-}
+from cordee.storage.mounts import Mount, existing_ancestor, is_shared, mount_of, read_mounts
 
 # Free space and inodes where checkpoints go, as a percentage of the filesystem: below WARN a
 # warning, below FAIL a failure. Override with CORDEE_FREE_WARN_PCT / CORDEE_FREE_FAIL_PCT.
@@ -66,72 +44,6 @@ class Finding:
     def as_dict(self) -> dict:
         return {"check": self.check, "status": self.status, "path": self.path, "detail": self.detail,
                 "value": self.value, "threshold": self.threshold, "unit": self.unit}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Mount:
-    mountpoint: str
-    fstype: str
-    source: str
-
-
-def _unescape(field: str) -> str:
-    r"""mountinfo escapes space, tab, newline and backslash as \040 \011 \012 \134."""
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        field = field.replace(code, char)
-    return field
-
-
-def parse_mountinfo(text: str) -> list[Mount]:
-    """Mounts of /proc/self/mountinfo (proc(5)): `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS
-    [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS`. Malformed lines are skipped."""
-    mounts = []
-    for line in text.splitlines():
-        pre, sep, post = line.partition(" - ")
-        fields, tail = pre.split(), post.split()
-        if not sep or len(fields) < 6 or not tail:
-            continue
-        mounts.append(Mount(_unescape(fields[4]), tail[0], _unescape(tail[1]) if len(tail) > 1 else ""))
-    return mounts
-
-
-def existing_ancestor(path: str) -> str:
-    """`path` resolved (symlinks followed); where it does not exist yet, its nearest existing
-    ancestor: that is the filesystem it would be created on."""
-    if "\0" in path:
-        raise ValueError("a NUL byte in the path")
-    current = os.path.abspath(path)
-    while not os.path.exists(current) and current != os.path.dirname(current):
-        current = os.path.dirname(current)
-    return os.path.realpath(current)
-
-
-def mount_of(path: str, mounts: list[Mount]) -> Mount | None:
-    """The mount holding `path` (resolved): the longest mount point that contains it; of two
-    mounts on one point the later, which hides the earlier."""
-    if "\0" in path:
-        raise ValueError("a NUL byte in the path")
-    where = os.path.realpath(os.path.abspath(path))  # the part that exists resolved, the rest as written
-    best = None
-    for m in mounts:
-        root = m.mountpoint.rstrip("/") or "/"
-        if where == root or where.startswith(root + "/") or root == "/":
-            if best is None or len(root) >= len(best.mountpoint.rstrip("/") or "/"):
-                best = m
-    return best
-
-
-def read_mounts() -> list[Mount]:
-    """This process's mounts; none where /proc is not mounted (every check then says so)."""
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-            return parse_mountinfo(f.read())
-    except OSError:
-        return []
-
-
-def is_shared(fstype: str) -> bool:
-    return fstype in SHARED_FS
 
 
 # --- cache directories -------------------------------------------------------------------------

@@ -22,8 +22,8 @@ NOT_DROPPABLE = {"tmpfs", "ramfs", "devtmpfs"}  # memory filesystems; others are
 
 
 def mount_of(path: str):
-    """The mount holding `path` (type, source, mount point: storage.checks reads mountinfo)."""
-    from cordee.storage.checks import Mount, mount_of, read_mounts
+    """The mount holding `path` (type, source, mount point: storage.mounts reads mountinfo)."""
+    from cordee.storage.mounts import Mount, mount_of, read_mounts
 
     try:
         return mount_of(path, read_mounts()) or Mount("?", "unknown", "?")

@@ -188,7 +188,7 @@ class ChatTemplate:
     def __init__(self, model_dir: str) -> None:
         import hashlib
 
-        from cordee.train.prepare import _first_line, _library_error, _no_panic_message
+        from cordee.train.tokenizer import _first_line, _library_error, _no_panic_message
 
         if not os.path.isdir(model_dir):
             raise InputError(f"--model-dir {shown(model_dir)}: not a directory")
@@ -267,7 +267,7 @@ class ChatTemplate:
             start = len(prompt)
             end = len(upto.rstrip()) if upto[start:].strip() else len(upto)
             spans.append((start, end))
-        from cordee.train.prepare import _first_line, _library_error, _no_panic_message
+        from cordee.train.tokenizer import _first_line, _library_error, _no_panic_message
 
         try:  # e.g. a lone surrogate from a JSON "\ud800" escape
             with _no_panic_message():

@@ -42,9 +42,9 @@ from cordee.train.ckptlayout import (
     TMP_DIR,
     TMP_LATEST,
     TMP_PREFIX,
-    _candidates,
-    _check_files,
     _step_dirs,
+    check_files,
+    load_order,
     read_manifest,
     step_dir_name,
 )
@@ -289,7 +289,7 @@ class Checkpointer:
         InputError if its extra's "config_hash" differs from `config_hash`; CordeeError if
         checkpoints exist and none loads. Every rank calls it."""
         self.wait()
-        candidates, note = _candidates(self.dir)
+        candidates, note = load_order(self.dir)
         if note:
             self._warn(note)
         if not self._agree_max(len(candidates)):
@@ -304,7 +304,7 @@ class Checkpointer:
                 if config_hash is not None and theirs != config_hash:
                     code, reason = 2, f"config hash {shown(theirs)}, this run's is {shown(config_hash)}"
                 else:
-                    _check_files(path, manifest["files"])
+                    check_files(path, manifest["files"])
             except ValueError as e:
                 code, reason = 1, str(e)
             code = self._agree_max(code)

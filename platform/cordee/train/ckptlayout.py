@@ -59,7 +59,7 @@ def _plain_name(name: str) -> bool:
     return name not in ("", ".", "..") and "/" not in name and "\0" not in name
 
 
-def _check_files(path: Path, files: dict) -> None:
+def check_files(path: Path, files: dict) -> None:
     """Every file the save wrote is there with its size: catches truncated or missing files
     before DCP reads anything (a checksum would need reading the whole checkpoint)."""
     for name, size in files.items():
@@ -89,7 +89,7 @@ def _step_dirs(directory: Path) -> list[tuple[int, Path]]:
     return sorted(((s, p) for s, p in found if s is not None), key=lambda sp: sp[0], reverse=True)
 
 
-def _candidates(directory: Path) -> tuple[list[tuple[int, Path]], str | None]:
+def load_order(directory: Path) -> tuple[list[tuple[int, Path]], str | None]:
     """Step directories in the order load_latest tries them: the one `latest` names, then older
     ones, newest first (newer ones belong to a timeline abandoned by an earlier fallback or a
     crash before `latest` moved). Also a note when `latest` is unusable."""
@@ -107,7 +107,7 @@ def _candidates(directory: Path) -> tuple[list[tuple[int, Path]], str | None]:
 def latest_step(directory: str | os.PathLike) -> int | None:
     """The step of the checkpoint load_latest would try first (`latest`, else the newest step
     directory with a complete manifest); None if there is none. Files are not verified."""
-    for step, path in _candidates(Path(directory))[0]:
+    for step, path in load_order(Path(directory))[0]:
         try:
             read_manifest(path)
         except ValueError:

@@ -34,9 +34,10 @@ from cordee.errors import CordeeError
 from cordee.train import parallel
 from cordee.train.checkpoint import Checkpointer
 from cordee.train.config import TrainConfig, check_world, config_hash, grad_accum_steps, learning_rate
-from cordee.train.data import IGNORE_INDEX, masked_batch, open_source, rank_batch, require_samples
+from cordee.train.data import open_source, require_samples
 from cordee.train.metrics import MetricsLog, format_step, peak_tflops, step_record
 from cordee.train.model import Transformer, cross_entropy, flops_per_token
+from cordee.train.order import IGNORE_INDEX, masked_batch, rank_batch
 from cordee.train.signals import EXIT_STOPPED, StopRequest
 
 COLLECTIVE_TIMEOUT_S = 600.0  # every collective of the run, checkpoints included
