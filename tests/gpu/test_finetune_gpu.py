@@ -45,31 +45,38 @@ def run(*argv: str) -> subprocess.CompletedProcess:
     return r
 
 
+# In a child process: CUDA in pytest's own process would hold a context (0.7 GiB) for the rest of
+# the session, which the GPU preflight tests then rightly report as a foreign process.
+LOGITS_CHILD = """
+import sys
+import torch
+from transformers import AutoModelForCausalLM
+from cordee.train.config import ModelConfig
+from cordee.train.hfconfig import model_fields
+from cordee.train.hfload import load_hf_weights
+from cordee.train.model import Transformer
+
+source = sys.argv[1]
+cfg = ModelConfig(from_hf=source, **model_fields(source))
+with torch.device("cuda"):
+    model = Transformer(cfg)
+load_hf_weights(model, source, cfg)
+theirs = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).cuda().eval()
+generator = torch.Generator("cuda").manual_seed(0)
+tokens = torch.randint(0, cfg.vocab_size, (2, 96), device="cuda", generator=generator)
+torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 on both sides
+with torch.no_grad():
+    print((model.eval()(tokens) - theirs(tokens).logits).abs().max().item())
+"""
+
+
 @pytest.mark.parametrize("arch", ["llama", "apertus"])
 def test_imported_model_gives_the_logits_of_transformers_on_cuda_in_fp32(arch, tmp_path):
-    from transformers import AutoModelForCausalLM
-
-    from cordee.train.config import ModelConfig
-    from cordee.train.hfconfig import model_fields
-    from cordee.train.hfload import load_hf_weights
-    from cordee.train.model import Transformer
-
     source = hftiny.model_dir(tmp_path / "hf", arch, seed=7)
-    cfg = ModelConfig(from_hf=str(source), **model_fields(str(source)))
-    with torch.device("cuda"):
-        model = Transformer(cfg)
-    load_hf_weights(model, str(source), cfg)
-    theirs = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32).cuda().eval()
-    tokens = torch.randint(
-        0, cfg.vocab_size, (2, 96), device="cuda", generator=torch.Generator("cuda").manual_seed(0)
-    )
-    matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 on both sides
-    try:
-        with torch.no_grad():
-            diff = (model.eval()(tokens) - theirs(tokens).logits).abs().max().item()
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
+    r = subprocess.run([sys.executable, "-c", LOGITS_CHILD, str(source)], env=env(), capture_output=True,
+                       text=True, timeout=TIMEOUT_S)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    diff = float(r.stdout.split()[-1])
     assert diff < 1e-4, diff
 
 
