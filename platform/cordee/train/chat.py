@@ -26,11 +26,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from cordee.errors import InputError, shown
-from cordee.fileio import read_bounded
+from cordee.fileio import read_bounded, read_json
 
 ROLES = ("system", "user", "assistant", "tool")
 SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
-MAX_TOKENIZER_BYTES = 256 << 20
 TEMPLATE_FILE = "chat_template.jinja"
 # A template is code from the model directory: one render of one conversation must end, and small.
 # Real templates take milliseconds and write about the conversation's length.
@@ -57,12 +56,7 @@ def _token_text(value) -> str | None:
 
 
 def _read_json(path: str) -> dict:
-    try:
-        data = json.loads(read_bounded(path))
-    except (ValueError, RecursionError) as e:
-        raise InputError(
-            f"{shown(path)}: not JSON ({str(e).splitlines()[0][:80] if str(e) else e})"
-        ) from None
+    data = read_json(path, "JSON file")
     if not isinstance(data, dict):
         raise InputError(f"{shown(path)}: not a JSON object")
     return data
@@ -188,7 +182,7 @@ class ChatTemplate:
     def __init__(self, model_dir: str) -> None:
         import hashlib
 
-        from cordee.train.tokenizer import _first_line, _library_error, _no_panic_message
+        from cordee.train.tokenizer import load_tokenizer_json
 
         if not os.path.isdir(model_dir):
             raise InputError(f"--model-dir {shown(model_dir)}: not a directory")
@@ -199,25 +193,7 @@ class ChatTemplate:
         config_path = os.path.join(model_dir, "tokenizer_config.json")
         config = _read_json(config_path) if os.path.lexists(config_path) else {}
         self.template_text, self.template_source = _pick_template(model_dir, config, config_path)
-        try:
-            from tokenizers import Tokenizer
-        except ImportError:
-            raise InputError(
-                "--chat needs the tokenizers package (pip install 'cordee[tokenizers]')"
-            ) from None
-        raw = read_bounded(tok_path, MAX_TOKENIZER_BYTES)
-        try:
-            with _no_panic_message():
-                self.tokenizer = Tokenizer.from_str(raw.decode("utf-8"))
-            vocab = self.tokenizer.get_vocab(with_added_tokens=True)
-        except BaseException as e:
-            if not _library_error(e):
-                raise
-            raise InputError(
-                f"{shown(tok_path)}: not a tokenizers tokenizer.json ({_first_line(e)})"
-            ) from None
-        if not vocab:
-            raise InputError(f"{shown(tok_path)}: the tokenizer's vocabulary is empty")
+        self.tokenizer, vocab, raw = load_tokenizer_json(tok_path, "--chat")
         self.vocab_size = max(vocab.values()) + 1
         self.tokenizer_sha256 = hashlib.sha256(raw).hexdigest()
         self.template_sha256 = hashlib.sha256(self.template_text.encode()).hexdigest()

@@ -61,32 +61,41 @@ EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "[SEP]")
 MAX_TOKENIZER_BYTES = 256 << 20
 
 
+def load_tokenizer_json(path: str, option: str):
+    """(tokenizers.Tokenizer, its vocabulary with added tokens, the file's bytes) of a
+    tokenizer.json; InputError (one line naming the file) when the library is missing (`option`
+    names what needs it), the file is unreadable, not a tokenizer, or has an empty vocabulary."""
+    from cordee.fileio import read_bounded
+
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise InputError(
+            f"{option} needs the tokenizers package (pip install 'cordee[tokenizers]')"
+        ) from None
+    raw = read_bounded(path, MAX_TOKENIZER_BYTES)
+    try:
+        with _no_panic_message():
+            tokenizer = Tokenizer.from_str(raw.decode("utf-8"))
+        vocab = tokenizer.get_vocab(with_added_tokens=True)
+    except BaseException as e:
+        if not _library_error(e):
+            raise
+        raise InputError(f"{shown(path)}: not a tokenizers tokenizer.json ({_first_line(e)})") from None
+    if not vocab:
+        raise InputError(f"{shown(path)}: the tokenizer's vocabulary is empty")
+    return tokenizer, vocab, raw
+
+
 class FileTokenizer(ByteTokenizer):
     """A tokenizer.json through the `tokenizers` library. A document is encoded whole, unless it
     is longer than BATCH_BYTES: then in pieces cut at line ends (BPE pre-tokenizers split there
     anyway), or at a UTF-8 character boundary for a line longer than 4 pieces."""
 
     def __init__(self, path: str, eos_token: str | None) -> None:
-        from cordee.fileio import read_bounded
-
         super().__init__()
-        try:
-            from tokenizers import Tokenizer
-        except ImportError:
-            raise InputError(
-                "--tokenizer needs the tokenizers package (pip install 'cordee[tokenizers]')"
-            ) from None
-        raw = read_bounded(path, MAX_TOKENIZER_BYTES)
-        try:
-            with _no_panic_message():
-                self.tokenizer = Tokenizer.from_str(raw.decode("utf-8"))
-            ids = self.tokenizer.get_vocab(with_added_tokens=True).values()
-        except BaseException as e:
-            if not _library_error(e):
-                raise
-            raise InputError(f"{shown(path)}: not a tokenizers tokenizer.json ({_first_line(e)})") from None
-        if not ids:
-            raise InputError(f"{shown(path)}: the tokenizer's vocabulary is empty")
+        self.tokenizer, vocab, raw = load_tokenizer_json(path, "--tokenizer")
+        ids = vocab.values()
         self.path, self.sha256 = os.path.abspath(path), hashlib.sha256(raw).hexdigest()
         # ids need not be dense: the shards' dtype and the model's rows must hold the largest one
         self.vocab_size = max(ids) + 1
