@@ -151,7 +151,7 @@ def main() -> int:
     from common import write_result
 
     from cordee.train.configload import load_config
-    from cordee.train.metrics import peak_tflops
+    from cordee.train.metrics import mfu, peak_tflops
     from cordee.train.model import flops_per_token, num_params
 
     if not torch.cuda.is_available():
@@ -204,7 +204,7 @@ def main() -> int:
                     out["ckpt_interval"] = args.ckpt_interval
                     out["ckpt_storage"] = filesystem_of(ckpt_dir)
             out["tokens_per_s"] = tokens / out["step_time_s"]
-            out["mfu"] = out["tokens_per_s"] * fpt / (peak * 1e12) if peak else None
+            out["mfu"] = mfu(out["tokens_per_s"], fpt, peak) if peak else None  # one GPU
         except (RuntimeError, ValueError, subprocess.TimeoutExpired, OSError, KeyError) as e:
             out = {"error": f"{type(e).__name__}: {e}"}
         results["cases"][case] = out

@@ -96,11 +96,6 @@ def _short(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[:200]}"
 
 
-def _canonical(name: str) -> str:
-    # wrappers (activation checkpointing, torch.compile) insert names of their own
-    return ".".join(part for part in name.split(".") if not part.startswith("_"))
-
-
 def _row_range(tensor) -> tuple[int, int] | None:
     """This rank's rows [start, stop) of a DTensor sharded on dim 0 over each mesh dimension that
     shards it (FSDP2: Shard(0); HSDP: Replicate, Shard(0)); None for a replicated or plain tensor.
@@ -125,8 +120,10 @@ def _row_range(tensor) -> tuple[int, int] | None:
 
 def _targets(model) -> dict[str, object]:
     """cordee name -> parameter or buffer of the model (after any wrapping)."""
-    found = {_canonical(n): p for n, p in model.named_parameters()}
-    found |= {_canonical(n): b for n, b in model.named_buffers()}
+    from cordee.train.model import plain_name
+
+    found = {plain_name(n): p for n, p in model.named_parameters()}
+    found |= {plain_name(n): b for n, b in model.named_buffers()}
     return found
 
 

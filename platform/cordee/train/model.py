@@ -205,10 +205,14 @@ class Transformer(nn.Module):
         self.reset_buffers()
 
 
+def plain_name(name: str) -> str:
+    """A parameter's name as the bare model has it: wrappers (torch.compile's _orig_mod,
+    activation checkpointing's _checkpoint_wrapped_module) insert names of their own."""
+    return ".".join(part for part in name.split(".") if not part.startswith("_"))
+
+
 def _param_seed(seed: int, name: str) -> int:
-    # wrappers (torch.compile's _orig_mod, activation checkpointing's _checkpoint_wrapped_module)
-    # insert names of their own; the seed must not depend on them
-    name = ".".join(part for part in name.split(".") if not part.startswith("_"))
+    name = plain_name(name)  # the seed must not depend on wrappers
     digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
