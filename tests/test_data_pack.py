@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from cordee.errors import InputError
 from cordee.storage.manifest import MANIFEST_NAME
 from cordee.storage.pack import mounted, pack, verify
 
@@ -376,3 +377,15 @@ def test_verify_without_fuse_unpacks_into_a_temporary_directory_it_removes(tmp_p
     assert cp.returncode == 0, cp.stderr
     assert "3 files" in cp.stdout or "match the manifest" in cp.stdout, cp.stdout
     assert list(tmp.iterdir()) == [] and not (home / ".cache").exists()
+
+
+def test_mounted_without_unpacking_names_why_it_cannot_mount(tmp_path, monkeypatch):
+    """io bench measures the mount itself: with unpack=False there is no unsquashfs fallback,
+    only one line saying why (here: squashfuse not on PATH)."""
+    need_tools("mksquashfs")
+    image = tmp_path / "x.sqsh"
+    pack(str(small_tree(tmp_path / "src")), str(image))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    with pytest.raises(InputError, match="squashfuse is not installed"):
+        with mounted(str(image), unpack=False):
+            pass

@@ -166,14 +166,27 @@ def _unmount(point: str) -> None:
     raise StepError(f"cannot unmount the squashfs at {point}: undo it with `fusermount -u {point}`")
 
 
+def fuse_unusable() -> str | None:
+    """Why a squashfuse mount cannot even be tried here, or None."""
+    if not shutil.which("squashfuse"):
+        return "squashfuse is not installed"
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        return "FUSE is not usable here (/dev/fuse missing or not writable)"
+    return None
+
+
 @contextmanager
-def squashfs_dir(sqsh: str, environ, *, timeout: float = MOUNT_TIMEOUT, cache: bool = True):
+def squashfs_dir(
+    sqsh: str, environ, *, timeout: float = MOUNT_TIMEOUT, cache: bool = True, unpack: bool = True
+):
     """A directory with the content of `sqsh`: a squashfuse mount (undone on exit) or, where FUSE
     cannot be used, an unsquashfs copy: kept in the cache for container images (`cache`), or in a
-    temporary directory removed on exit for a one-off read (a dataset can be terabytes)."""
+    temporary directory removed on exit for a one-off read (a dataset can be terabytes). With
+    unpack=False only the mount will do (a benchmark of the mount): InputError naming why not."""
     if not os.path.isfile(sqsh):
         raise InputError(f"squashfs {sqsh}: no such file")
-    if shutil.which("squashfuse") and os.access("/dev/fuse", os.R_OK | os.W_OK):
+    why = fuse_unusable()
+    if why is None:
         point = tempfile.mkdtemp(prefix="cordee-sqsh-")
         cp = _run(["squashfuse", sqsh, point], f"squashfuse {sqsh}", timeout)
         if cp.returncode == 0 and os.path.ismount(point):
@@ -184,6 +197,9 @@ def squashfs_dir(sqsh: str, environ, *, timeout: float = MOUNT_TIMEOUT, cache: b
                 os.rmdir(point)
             return
         os.rmdir(point)  # FUSE present but unusable (e.g. in a container): unpack instead
+        why = "squashfuse could not mount the image (FUSE unusable here)"
+    if not unpack:
+        raise InputError(f"squashfs {sqsh}: {why}")
     if cache:
         yield str(_unsquashed(sqsh, environ))
         return

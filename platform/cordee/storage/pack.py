@@ -259,14 +259,15 @@ def pack(
 
 
 @contextmanager
-def mounted(image: str, *, timeout_s: float = 60) -> Iterator[str]:
+def mounted(image: str, *, timeout_s: float = 60, unpack: bool = True) -> Iterator[str]:
     """A read-only directory with the content of `image`: a squashfuse mount (within timeout_s),
     undone on exit, or where FUSE cannot be used an unsquashfs copy in a temporary directory,
-    removed on exit (edf.run's squashfs_dir; never the image cache: a dataset can be terabytes)."""
+    removed on exit (edf.run's squashfs_dir; never the image cache: a dataset can be terabytes).
+    unpack=False: the mount or InputError saying why not."""
     from cordee.edf.run import squashfs_dir
 
     check_image(image)
-    with squashfs_dir(image, os.environ, timeout=timeout_s, cache=False) as root:
+    with squashfs_dir(image, os.environ, timeout=timeout_s, cache=False, unpack=unpack) as root:
         yield root
 
 
