@@ -34,3 +34,11 @@ def parse_int(text: str, what: str, *, lo: int | None = None, hi: int | None = N
     if hi is not None and value > hi:
         raise InputError(f"{what}={shown(text)} must be <= {hi}")
     return value
+
+
+def byte_size(count: float) -> str:
+    """A byte count or rate for people: 36 B, 1.5 MiB, 66.0 GiB."""
+    units, i = ("B", "KiB", "MiB", "GiB", "TiB"), 0
+    while count >= 1024 and i < len(units) - 1:
+        count, i = count / 1024, i + 1
+    return f"{count:.0f} B" if i == 0 else f"{count:.1f} {units[i]}"

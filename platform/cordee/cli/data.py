@@ -11,6 +11,7 @@ import click
 
 from cordee.cli.options import Number, json_option, verb_group
 from cordee.errors import shown
+from cordee.numbers import byte_size
 
 SCHEMA = "cordee.data.prepare/1"
 
@@ -18,14 +19,6 @@ SCHEMA = "cordee.data.prepare/1"
 @verb_group("data", "Token shards, chat data for `cordee train`; squashfs dataset images.")
 def command() -> None:
     pass
-
-
-def size(count: float) -> str:
-    """A byte count or rate for people: 36 B, 1.5 MiB."""
-    units, i = ("B", "KiB", "MiB", "GiB", "TiB"), 0
-    while count >= 1024 and i < len(units) - 1:
-        count, i = count / 1024, i + 1
-    return f"{count:.0f} B" if i == 0 else f"{count:.1f} {units[i]}"
 
 
 class Progress:
@@ -59,7 +52,8 @@ class Progress:
             return
         rate = done / max(time.monotonic() - self.start, 1e-9)
         percent = 100.0 * done / total if total else 100.0
-        self.show(f"{size(done)} / {size(total)} ({percent:.0f}%), {size(rate)}/s, {tokens} tokens", final)
+        done_of = f"{byte_size(done)} / {byte_size(total)} ({percent:.0f}%)"
+        self.show(f"{done_of}, {byte_size(rate)}/s, {tokens} tokens", final)
 
 
 @command.command(

@@ -12,8 +12,9 @@ from contextlib import contextmanager
 
 import click
 
-from cordee.cli.data import Progress, size
+from cordee.cli.data import Progress
 from cordee.cli.options import Seconds, json_option
+from cordee.numbers import byte_size
 
 PACK_SCHEMA = "cordee.data.pack/1"
 VERIFY_SCHEMA = "cordee.data.verify/1"
@@ -55,7 +56,7 @@ class PhaseProgress:
         line = f"{PHASES.get(self.phase, self.phase)}: {done} / {total} files"
         line += f" ({100.0 * done / total:.0f}%)" if total else ""
         if self.phase == "checksum":
-            line += f", {size(self.hashed / seconds)}/s"
+            line += f", {byte_size(self.hashed / seconds)}/s"
         return f"{line}, {seconds:.1f} s"
 
     def finish(self) -> None:
@@ -143,7 +144,8 @@ def pack_command(src, out, force, mount_point, timeout, quiet, as_json) -> int:
         return 0
     image = _shown(result.image)
     sys.stdout.write(
-        f"{image}: {result.files} files ({size(result.bytes)}) in a {size(result.image_bytes)} image, "
+        f"{image}: {result.files} files ({byte_size(result.bytes)}) "
+        f"in a {byte_size(result.image_bytes)} image, "
         f"{result.seconds:.1f} s; manifest sha256 {result.manifest_sha256}\n"
         f"EDF mount: {json.dumps(mount)}  (mounts = [...] in the EDF)\n"
     )
@@ -186,7 +188,7 @@ def verify_command(image, timeout, quiet, as_json) -> int:
     name = _shown(result.image)
     if result.ok:
         sys.stdout.write(
-            f"{name}: ok, {result.files} files ({size(result.bytes)}) match the manifest "
+            f"{name}: ok, {result.files} files ({byte_size(result.bytes)}) match the manifest "
             f"({result.seconds:.1f} s)\n"
         )
         return 0

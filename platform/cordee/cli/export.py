@@ -10,9 +10,10 @@ import time
 import click
 
 from cordee.cli import VERBS
-from cordee.cli.data import Progress, size
+from cordee.cli.data import Progress
 from cordee.cli.options import json_option
 from cordee.errors import shown
+from cordee.numbers import byte_size
 
 SCHEMA = "cordee.export/1"
 
@@ -34,8 +35,8 @@ def progress_line():
         final = done >= total
         if bar.due(final):
             percent = 100.0 * done / total if total else 100.0
-            rate = size(done / max(time.monotonic() - bar.start, 1e-9))
-            bar.show(f"{size(done)} / {size(total)} ({percent:.0f}%), {rate}/s", final)
+            rate = byte_size(done / max(time.monotonic() - bar.start, 1e-9))
+            bar.show(f"{byte_size(done)} / {byte_size(total)} ({percent:.0f}%), {rate}/s", final)
 
     return show
 
@@ -84,7 +85,7 @@ def command(
         copied = ", ".join(summary["copied"]) or "none"
         sys.stdout.write(
             f"{name}: step {summary['step']} (saved by {summary['world_size']} rank(s)), "
-            f"{summary['tensors']} tensors, {size(summary['bytes'])} {summary['dtype']} in {shards} "
+            f"{summary['tensors']} tensors, {byte_size(summary['bytes'])} {summary['dtype']} in {shards} "
             f"file(s); copied: {copied} "
             f"({summary['seconds']:.1f} s)\n"
         )

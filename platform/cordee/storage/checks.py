@@ -17,6 +17,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from cordee.numbers import byte_size
 from cordee.storage.mounts import Mount, existing_ancestor, is_shared, mount_of, read_mounts
 
 # Free space and inodes where checkpoints go, as a percentage of the filesystem: below WARN a
@@ -159,21 +160,14 @@ def space_findings(
         pct = 100.0 * free / total
         status = "fail" if pct < fail_pct else "warn" if pct < warn_pct else "ok"
         limit = fail_pct if status == "fail" else warn_pct
-        shown_free = _bytes(free) if unit == "bytes" else f"{free:,} inodes"
+        shown_free = byte_size(free) if unit == "bytes" else f"{free:,} inodes"
         detail = (
-            f"{at}: {shown_free} free, {pct:.1f}% of {_bytes(total) if unit == 'bytes' else f'{total:,}'}"
+            f"{at}: {shown_free} free, {pct:.1f}% of {byte_size(total) if unit == 'bytes' else f'{total:,}'}"
         )
         if status != "ok":
             detail += f" (below {limit:g}%: checkpoints may not fit)"
         found.append(Finding(check, status, path, detail, value=pct, threshold=limit, unit="%"))
     return found
-
-
-def _bytes(n: int) -> str:
-    for unit, factor in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= factor:
-            return f"{n / factor:.1f} {unit}"
-    return f"{n} B"
 
 
 # --- Lustre layout -----------------------------------------------------------------------------
